@@ -1,0 +1,41 @@
+"""`python -m sdkernels demo | compile-report | traffic [args]`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "demo": ("sdkernels.demo", "patch a tiny offline SD pipeline, print the report and the patched-vs-unpatched "
+                               "difference, save the image"),
+    "compile-report": ("sdkernels.compile_report", "compile every shipped kernel config for sm_80/sm_90 (no GPU "
+                                                   "needed) and report registers, spills, shared memory, MMA"),
+    "traffic": ("sdkernels.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m sdkernels COMMAND [args]", "", "commands:"]
+    lines += [f"  {name:15s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] == "demo" and "triton" not in sys.modules:
+        import torch
+
+        # Without CUDA the demo still runs the real Triton kernels, through the interpreter, which Triton only
+        # honours if the variable is set before it is first imported.
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Which implementation an op runs on a given device, and a visible record of every fallback.
+
+Rule: CUDA tensor -> Triton kernel; CPU tensor -> the same Triton kernel under TRITON_INTERPRET=1, else the
+PyTorch reference. The interpreter flag is read once, at import, because Triton reads it when it is imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+
+import torch
+
+logger = logging.getLogger("sdkernels")
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_fallback_lock = threading.Lock()
+_fallback_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
+def use_triton(device: torch.device) -> bool:
+    """True when a tensor on `device` should go through the Triton kernel."""
+    return device.type == "cuda" or (device.type == "cpu" and INTERPRET)
+
+
+def path_name(device: torch.device) -> str:
+    """Human-readable name of the path an op takes for tensors on `device`."""
+    if device.type == "cuda":
+        return "triton (cuda)"
+    if device.type == "cpu" and INTERPRET:
+        return "triton interpreter (cpu)"
+    if device.type == "meta":
+        return "meta (shapes only)"
+    return f"pytorch reference ({device.type})"
+
+
+def note_fallback(op: str, reason: str) -> None:
+    """Record (and log once) that `op` took its PyTorch path for `reason` although a kernel was expected."""
+    with _fallback_lock:
+        first = (op, reason) not in _fallback_counts
+        _fallback_counts[(op, reason)] += 1
+    if first:
+        logger.warning("sdkernels.%s fell back to PyTorch: %s", op, reason)
+
+
+def fallback_counts() -> dict[tuple[str, str], int]:
+    """How often each (op, reason) fallback happened in this process."""
+    with _fallback_lock:
+        return dict(_fallback_counts)
+
+
+def reset_fallback_counts() -> None:
+    with _fallback_lock:
+        _fallback_counts.clear()
+
+
+# Tests set this (tests/conftest.py) so every kernel output starts as NaN: an element a kernel forgets to write
+# then fails the comparison instead of passing by luck with whatever torch.empty returned.
+POISON_OUTPUTS: bool = os.environ.get("SDKERNELS_POISON_OUTPUTS", "0") == "1"
+
+
+def poison(out: torch.Tensor) -> torch.Tensor:
+    """Fill a freshly allocated kernel output with NaN when POISON_OUTPUTS is on; return it."""
+    if POISON_OUTPUTS:
+        out.fill_(float("nan"))
+    return out

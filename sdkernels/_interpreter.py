@@ -1,0 +1,55 @@
+"""Fixes for Triton-interpreter bugs that would otherwise give wrong bf16 answers on CPU.
+
+Applied automatically when TRITON_INTERPRET=1 (see sdkernels/kernels/__init__.py). Without them the interpreter
+multiplies raw bf16 bit patterns in `tl.dot` (results ~1e10) and truncates fp32 -> bf16 casts instead of rounding
+to nearest even. Neither affects real GPUs, where this module is never applied.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_applied = False
+
+
+def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _f32_to_bf16_bits_rtne(values: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    is_nan = np.isnan(values)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return np.where(is_nan, np.uint32(0x7FC0), rounded).astype(np.uint16)
+
+
+def apply_interpreter_fixes() -> None:
+    """Patch triton.runtime.interpreter in place (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    import triton.language as tl
+    from triton.runtime import interpreter as interp
+
+    builder = interp.InterpreterBuilder
+    original_dot = builder.create_dot
+    original_cast = builder.cast_impl
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype.scalar == tl.bfloat16 or b.dtype.scalar == tl.bfloat16:
+            a_data = _bf16_bits_to_f32(a.data) if a.dtype.scalar == tl.bfloat16 else a.data.astype(np.float32)
+            b_data = _bf16_bits_to_f32(b.data) if b.dtype.scalar == tl.bfloat16 else b.data.astype(np.float32)
+            out = np.matmul(a_data, b_data, dtype=np.float32).astype(d.data.dtype) + d.data
+            return interp.TensorHandle(out, d.dtype.scalar)
+        return original_dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            return interp.TensorHandle(_f32_to_bf16_bits_rtne(src.data), tl.bfloat16)
+        if src.dtype.scalar == tl.float16 and dst_type.scalar == tl.bfloat16:
+            return interp.TensorHandle(_f32_to_bf16_bits_rtne(src.data.astype(np.float32)), tl.bfloat16)
+        return original_cast(self, src, dst_type)
+
+    builder.create_dot = create_dot
+    builder.cast_impl = cast_impl
+    _applied = True

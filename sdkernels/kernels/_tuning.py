@@ -1,0 +1,59 @@
+"""Autotuning that also works under the Triton interpreter, and the description of a shipped kernel config
+that the ahead-of-time compile report (sdkernels/compile_report.py) compiles for sm_80 and sm_90."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import triton
+
+from sdkernels._dispatch import INTERPRET
+
+ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
+
+
+def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilter | None = None, **kwargs: Any):
+    """`triton.autotune` whose candidates are first filtered by `prune(configs, named_args)` (e.g. per head dim
+    and architecture). Under the interpreter, where benchmarking needs a GPU, only the first survivor is kept."""
+
+    def early_prune(configs_: list[triton.Config], named_args: dict[str, Any], **kw: Any) -> list[triton.Config]:
+        kept = prune(list(configs_), {**named_args, **kw}) if prune is not None else list(configs_)
+        if not kept:
+            raise ValueError("sdkernels: no autotune config fits these arguments")
+        return kept[:1] if INTERPRET else kept
+
+    return triton.autotune(configs=list(configs), key=key, prune_configs_by={"early_config_prune": early_prune},
+                           **kwargs)
+
+
+@dataclass(frozen=True)
+class AotSpec:
+    """One shipped (kernel, constexprs, launch config) to compile ahead of time for a GPU architecture.
+
+    `signature` maps every non-constexpr argument to a Triton type ("*fp16", "i32", "fp32", ...); pointer and
+    integer arguments listed in `divisible_by_16` get the divisibility hint the JIT would give them on a GPU;
+    `equal_to_1` lists integer arguments the JIT would specialise as 1 (unit strides).
+    `uses_dot` says the kernel is a matrix kernel that must use tensor cores (HMMA on sm_80, HGMMA on sm_90).
+    """
+
+    kernel: str
+    variant: str
+    fn: Any  # a triton.JITFunction (the bare jit function, not the autotuner)
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    uses_dot: bool
+    divisible_by_16: tuple[str, ...] = ()
+    equal_to_1: tuple[str, ...] = ()
+    archs: tuple[int, ...] = (80, 90)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def jit_fn(kernel: Any) -> Any:
+    """The bare JITFunction under autotune/heuristics wrappers."""
+    while not isinstance(kernel, triton.runtime.JITFunction):
+        kernel = kernel.fn
+    return kernel

@@ -1,0 +1,292 @@
+"""Flash attention for Stable Diffusion head dims, accumulating QKᵀ, the softmax statistics and PV in fp32.
+
+Two kernels share the tile helpers below:
+- `_attention_pieces_kernel` (D ≤ 256): D is covered by up to three power-of-two dot widths (80 = 64 + 16,
+  160 = 128 + 32, 40 = 32 + 16 masked to 8 real columns), so nothing is padded to the next power of two. Q stays
+  in registers and each output piece keeps its own fp32 accumulator.
+- `_attention_dv_split_kernel` (D > 256, the VAE's D = 512): one (BLOCK_M, D) fp32 accumulator does not fit in
+  registers, so each program owns DV_CHUNK output columns and recomputes QKᵀ over the full D in QK_CHUNK slices.
+Launch configs live in sdkernels/kernels/attention_configs.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import triton
+import triton.language as tl
+
+from sdkernels._dispatch import poison
+from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels.attention_configs import (
+    DV_SPLIT_CONFIGS,
+    DV_SPLIT_TABLE,
+    MAX_PIECES_HEAD_DIM,
+    PIECES_CONFIGS,
+    PIECES_TABLE,
+    dot_precision,
+    head_dim_bucket,
+    head_dim_pieces,
+    keep_configs_for,
+)
+
+LOG2E = 1.4426950408889634
+_EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
+_TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "HAS_BIAS"]
+
+
+@triton.jit
+def _load_rows(base, rows, row_stride, n_rows, cols, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr,
+               CHECK_COLS: tl.constexpr):
+    """Load the (rows, cols) tile of a row-major matrix with unit column stride; masked lanes read 0."""
+    ptrs = base + rows[:, None] * row_stride + cols[None, :]
+    if CHECK_ROWS:
+        if CHECK_COLS:
+            tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+    else:
+        if CHECK_COLS:
+            tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
+        else:
+            tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _store_rows(base, rows, row_stride, n_rows, cols, tile, HEAD_DIM: tl.constexpr, CHECK_COLS: tl.constexpr):
+    ptrs = base + rows[:, None] * row_stride + cols[None, :]
+    if CHECK_COLS:
+        tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
+    else:
+        tl.store(ptrs, tile, mask=rows[:, None] < n_rows)
+
+
+@triton.jit
+def _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk,
+                  HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr):
+    """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
+    accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
+    as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN."""
+    scores = scores * qk_scale
+    if HAS_BIAS:
+        bias_ptrs = bias_base + rows[:, None] * stride_bm + keys[None, :] * stride_bn
+        bias = tl.load(bias_ptrs, mask=(rows[:, None] < Lq) & (keys[None, :] < Lk), other=0.0)
+        scores += bias.to(tl.float32) * 1.4426950408889634
+    if not EVEN_N:
+        scores = tl.where(keys[None, :] < Lk, scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, 1))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(scores - m_ref[:, None])
+    alpha = tl.math.exp2(m_i - m_ref)
+    l_new = l_i * alpha + tl.sum(p, 1)
+    return p, alpha, m_new, l_new
+
+
+@autotune(PIECES_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
+@triton.heuristics(_EVEN_N)
+@triton.jit
+def _attention_pieces_kernel(
+    Q, K, V, Bias, Out,
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
+    Lq, Lk, qk_scale,
+    HEAD_DIM: tl.constexpr, D_PIECE0: tl.constexpr, D_PIECE1: tl.constexpr, D_PIECE2: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, EVEN_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # For each key tile: S = (Σ_pieces Q[:, piece] K[:, piece]ᵀ)·scale·log2e + bias·log2e, all in fp32.
+    # Online softmax: m = max(m, rowmax S), P = exp2(S - m), l = l·α + rowsum P, acc_i = acc_i·α + P V[:, piece_i].
+    # Finally O[:, piece_i] = acc_i / l (0 for a row whose every key was masked).
+    D_START1: tl.constexpr = D_PIECE0
+    D_START2: tl.constexpr = D_PIECE0 + D_PIECE1
+    off_b = tl.program_id(2).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols0 = tl.arange(0, D_PIECE0)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    bias_base = Bias + off_b * stride_bb + off_h * stride_bh
+
+    q0 = _load_rows(q_base, rows, stride_qm, Lq, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
+    acc0 = tl.zeros((BLOCK_M, D_PIECE0), dtype=tl.float32)
+    if D_PIECE1 > 0:
+        cols1 = D_START1 + tl.arange(0, D_PIECE1)
+        q1 = _load_rows(q_base, rows, stride_qm, Lq, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
+        acc1 = tl.zeros((BLOCK_M, D_PIECE1), dtype=tl.float32)
+    if D_PIECE2 > 0:
+        cols2 = D_START2 + tl.arange(0, D_PIECE2)
+        q2 = _load_rows(q_base, rows, stride_qm, Lq, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
+        acc2 = tl.zeros((BLOCK_M, D_PIECE2), dtype=tl.float32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    for start_n in range(0, Lk, BLOCK_N):
+        keys = start_n + tl.arange(0, BLOCK_N)
+        k0 = _load_rows(k_base, keys, stride_kn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        scores = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
+        if D_PIECE1 > 0:
+            k1 = _load_rows(k_base, keys, stride_kn, Lk, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            scores = tl.dot(q1, tl.trans(k1), scores, input_precision=DOT_PRECISION)
+        if D_PIECE2 > 0:
+            k2 = _load_rows(k_base, keys, stride_kn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
+            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
+        p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
+                                           Lq, Lk, HAS_BIAS, EVEN_N)
+        # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
+        p = p.to(V.dtype.element_ty)
+        v0 = _load_rows(v_base, keys, stride_vn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=DOT_PRECISION)
+        if D_PIECE1 > 0:
+            v1 = _load_rows(v_base, keys, stride_vn, Lk, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=DOT_PRECISION)
+        if D_PIECE2 > 0:
+            v2 = _load_rows(v_base, keys, stride_vn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
+            acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision=DOT_PRECISION)
+
+    inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
+    o_base = Out + off_b * stride_ob + off_h * stride_oh
+    out_ty = Out.dtype.element_ty
+    _store_rows(o_base, rows, stride_om, Lq, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM)
+    if D_PIECE1 > 0:
+        _store_rows(o_base, rows, stride_om, Lq, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM,
+                    D_START2 > HEAD_DIM)
+    if D_PIECE2 > 0:
+        _store_rows(o_base, rows, stride_om, Lq, cols2, (acc2 * inv_l[:, None]).to(out_ty), HEAD_DIM,
+                    D_START2 + D_PIECE2 > HEAD_DIM)
+
+
+@autotune(DV_SPLIT_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
+@triton.heuristics(_EVEN_N)
+@triton.jit
+def _attention_dv_split_kernel(
+    Q, K, V, Bias, Out,
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
+    Lq, Lk, qk_scale,
+    HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, EVEN_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QK_CHUNK: tl.constexpr, DV_CHUNK: tl.constexpr,
+):
+    # Program (m-block, dv-chunk) owns O[rows, dv : dv + DV_CHUNK]. For each key tile:
+    # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
+    # then the same online softmax as the pieces kernel, acc = acc·α + P V[:, dv chunk]; O = acc / l.
+    NUM_DV_CHUNKS: tl.constexpr = (HEAD_DIM + DV_CHUNK - 1) // DV_CHUNK
+    off_b = tl.program_id(2).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    pid_m = tl.program_id(0) // NUM_DV_CHUNKS
+    dv_cols = (tl.program_id(0) % NUM_DV_CHUNKS) * DV_CHUNK + tl.arange(0, DV_CHUNK)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    bias_base = Bias + off_b * stride_bb + off_h * stride_bh
+
+    acc = tl.zeros((BLOCK_M, DV_CHUNK), dtype=tl.float32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for start_n in range(0, Lk, BLOCK_N):
+        keys = start_n + tl.arange(0, BLOCK_N)
+        scores = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for d0 in range(0, HEAD_DIM, QK_CHUNK):
+            qk_cols = d0 + tl.arange(0, QK_CHUNK)
+            q = _load_rows(q_base, rows, stride_qm, Lq, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
+            k = _load_rows(k_base, keys, stride_kn, Lk, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
+            scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
+        p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
+                                           Lq, Lk, HAS_BIAS, EVEN_N)
+        v = _load_rows(v_base, keys, stride_vn, Lk, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
+        acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+
+    inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
+    o_base = Out + off_b * stride_ob + off_h * stride_oh
+    _store_rows(o_base, rows, stride_om, Lq, dv_cols, (acc * inv_l[:, None]).to(Out.dtype.element_ty), HEAD_DIM,
+                HEAD_DIM % DV_CHUNK != 0)
+
+
+def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
+    # The kernels address the head dim with stride 1 (vectorised loads). Views made by view+transpose of a
+    # (B, L, H*D) projection already have it and are read in place; anything else is copied once, here.
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+              attn_bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ·scale + attn_bias) v. q: (B, H, Lq, D), k/v: (B, H, Lk, D), D % 8 == 0 and D ≤ 512 (checked by
+    sdkernels.ops); attn_bias: None or 4-D, broadcastable to (B, H, Lq, Lk), any float dtype, read with stride 0 on
+    broadcast dims. Returns (B, H, Lq, D) in q's dtype with the (B, Lq, H, D) memory layout."""
+    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    batch, heads, lq, head_dim = q.shape
+    lk = k.shape[2]
+    out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
+    if out.numel() == 0:
+        return out
+    has_bias = attn_bias is not None
+    bias = attn_bias.expand(batch, heads, lq, lk) if has_bias else q  # q: an unused stand-in pointer
+    bias_strides = bias.stride() if has_bias else (0, 0, 0, 0)
+    args = (q, k, v, bias, out, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *bias_strides, *out.stride()[:3],
+            lq, lk, scale * LOG2E)
+    meta = {"HEAD_DIM": head_dim, "HAS_BIAS": has_bias, "DOT_PRECISION": dot_precision(q.dtype)}
+    if head_dim <= MAX_PIECES_HEAD_DIM:
+        pieces = head_dim_pieces(head_dim)
+        grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), heads, batch)
+        _attention_pieces_kernel[grid](*args, **meta, D_PIECE0=pieces[0], D_PIECE1=pieces[1], D_PIECE2=pieces[2])
+    else:
+        grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]) * triton.cdiv(head_dim, cfg["DV_CHUNK"]), heads, batch)
+        _attention_dv_split_kernel[grid](*args, **meta)
+    return out
+
+
+# ------------------------------------------------------------------------------------ ahead-of-time compile specs
+AOT_HEAD_DIMS = (40, 64, 80, 160, 512)
+_ARCH_OF_KIND = {"sm80": (80,), "sm90": (90,), "small": (86,)}
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def _sd_call_args(head_dim: int, has_bias: bool, even_n: bool) -> dict[str, int]:
+    """Integer arguments of a representative SD call (q/k/v as view+transpose of (B, L, H*D) projections, a
+    (B, 1, 1, Lk) key-padding bias), so the specs get the divisibility/unit-stride specialisation the JIT gives."""
+    heads, lq = (1, 4096) if head_dim > MAX_PIECES_HEAD_DIM else (8, 4096)
+    lk = lq if even_n else 77
+    q = torch.empty(2, lq, heads * head_dim, device="meta").view(2, lq, heads, head_dim).transpose(1, 2)
+    kv = torch.empty(2, lk, heads * head_dim, device="meta").view(2, lk, heads, head_dim).transpose(1, 2)
+    bias = torch.empty(2, 1, 1, lk, device="meta").expand(2, heads, lq, lk).stride() if has_bias else (0, 0, 0, 0)
+    values = [*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3], *bias, *q.stride()[:3], lq, lk]
+    names = ["stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh",
+             "stride_vn", "stride_bb", "stride_bh", "stride_bm", "stride_bn", "stride_ob", "stride_oh", "stride_om",
+             "Lq", "Lk"]
+    return dict(zip(names, values, strict=True))
+
+
+def aot_specs() -> list[AotSpec]:
+    """Every shipped (kernel, head dim, dtype, bias, EVEN_N, config) for the compile report."""
+    specs = []
+    for dtype_kind, dtypes in (("half", (torch.float16, torch.bfloat16)), ("fp32", (torch.float32,))):
+        for head_dim, dtype, has_bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, (False, True), (True, False)):
+            pieces_kernel = head_dim <= MAX_PIECES_HEAD_DIM
+            table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
+            ints = _sd_call_args(head_dim, has_bias, even_n)
+            pointer = f"*{_TRITON_DTYPE[dtype]}"
+            signature = {**dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
+                         **dict.fromkeys(ints, "i32"), "qk_scale": "fp32"}
+            constexprs = {"HEAD_DIM": head_dim, "HAS_BIAS": has_bias, "DOT_PRECISION": dot_precision(dtype),
+                          "EVEN_N": even_n}
+            if pieces_kernel:
+                constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
+            for (arch, kind, bucket), configs in table.items():
+                if kind != dtype_kind or bucket != head_dim_bucket(head_dim):
+                    continue
+                for index, config in enumerate(configs):
+                    specs.append(AotSpec(
+                        kernel="attention", fn=jit_fn(_attention_pieces_kernel if pieces_kernel
+                                                      else _attention_dv_split_kernel),
+                        variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-{'bias' if has_bias else 'nobias'}-"
+                                f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
+                        signature=signature, constexprs={**constexprs, **config.kwargs},
+                        num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype_kind == "half",
+                        divisible_by_16=("Q", "K", "V", "Bias", "Out",
+                                         *(name for name, value in ints.items() if value % 16 == 0)),
+                        equal_to_1=tuple(name for name, value in ints.items() if value == 1),
+                        archs=_ARCH_OF_KIND[arch]))
+    return specs

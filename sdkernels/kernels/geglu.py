@@ -1,0 +1,145 @@
+"""Fused GEGLU: out = (x Wvᵀ + bv) · gelu(x Wgᵀ + bg), one GEMM with the gate in its epilogue.
+
+diffusers' GEGLU projects x to 2·inner features (`proj`, an nn.Linear), chunks the result into value and gate and
+returns value · gelu(gate) with the exact erf GELU. Here each program computes the value tile and the gate tile of
+the same output columns (W rows n and inner + n) with two fp32 accumulators, so the (M, 2·inner) projection is
+never written to memory: only the (M, inner) result is stored, rounded once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sdkernels._dispatch import poison
+from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels.gelu_gate import rows_view
+
+Tensor = torch.Tensor
+
+
+def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int, group_m: int = 8) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": group_m},
+                         num_stages=stages, num_warps=warps)
+
+
+# fp16/bf16 (tensor cores). BLOCK_N counts output columns, so a program's MMA width is 2·BLOCK_N (value + gate).
+# BLOCK_M >= 64 keeps sm_90 on warpgroup MMA. All compile for sm_80/sm_90 without spills (see aot_specs).
+# The first entry is the interpreter's choice.
+LOW_PRECISION_CONFIGS = [
+    _config(128, 64, 64, 3, 4),
+    _config(128, 64, 32, 4, 4),
+    _config(128, 128, 32, 3, 8),
+    _config(64, 128, 32, 4, 4),
+    _config(64, 64, 64, 4, 4),
+    _config(128, 64, 64, 4, 8),
+]
+# fp32 inputs use IEEE fp32 FMA dots (what F.linear does with TF32 off), which hold operands in registers: small tiles.
+FP32_CONFIGS = [
+    _config(64, 64, 32, 2, 8),
+    _config(64, 32, 32, 2, 4),
+    _config(32, 64, 32, 2, 4),
+]
+
+
+@triton.jit
+def _geglu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_wk, stride_om,
+                  HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # Output tile (BLOCK_M tokens) x (BLOCK_N of the N = inner columns): over K in BLOCK_K steps, one x tile feeds
+    # two dots, acc_v += x · W[n]ᵀ (value rows) and acc_g += x · W[N + n]ᵀ (gate rows), both in fp32.
+    # Epilogue: out = (acc_v + b[n]) · 0.5·g·(1 + erf(g/√2)) with g = acc_g + b[N + n]; only (M, N) is stored.
+    pid = tl.program_id(0)
+    # Grouped ordering: GROUP_M row tiles sweep the columns together, so W tiles are reused from L2.
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    # Rows/columns past M/N wrap around (modulo) so the K loop loads in bounds without M/N masks; the store masks.
+    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
+    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm + offs_k[None, :]
+    wv_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn  # (BLOCK_K, BLOCK_N) of W[n]ᵀ
+    wg_ptrs = wv_ptrs + N * stride_wn
+
+    acc_v = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_in = offs_k < K - k * BLOCK_K  # the K tail reads zeros, which add nothing to either dot
+        x = tl.load(x_ptrs, mask=k_in[None, :], other=0.0)
+        w_value = tl.load(wv_ptrs, mask=k_in[:, None], other=0.0)
+        w_gate = tl.load(wg_ptrs, mask=k_in[:, None], other=0.0)
+        acc_v = tl.dot(x, w_value, acc_v, input_precision=DOT_PRECISION)
+        acc_g = tl.dot(x, w_gate, acc_g, input_precision=DOT_PRECISION)
+        x_ptrs += BLOCK_K
+        wv_ptrs += BLOCK_K * stride_wk
+        wg_ptrs += BLOCK_K * stride_wk
+
+    if HAS_BIAS:
+        acc_v += tl.load(b_ptr + offs_n).to(tl.float32)[None, :]
+        acc_g += tl.load(b_ptr + N + offs_n).to(tl.float32)[None, :]
+    out = acc_v * (0.5 * acc_g * (1.0 + tl.math.erf(acc_g * 0.7071067811865476)))
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    out_ptrs = out_ptr + rows.to(tl.int64)[:, None] * stride_om + cols[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=(rows < M)[:, None] & (cols < N)[None, :])
+
+
+_TUNE_KEY = ["M", "N", "K"]
+_geglu_low_precision = autotune(LOW_PRECISION_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
+_geglu_fp32 = autotune(FP32_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
+
+
+def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x (..., dim), weight (2*inner, dim) = [value rows; gate rows], bias (2*inner,) or None -> (..., inner)."""
+    dim = x.shape[-1]
+    inner = weight.shape[0] // 2
+    out = poison(torch.empty(*x.shape[:-1], inner, dtype=x.dtype, device=x.device))
+    if out.numel() == 0:
+        return out
+    x2 = rows_view(x, "geglu", "x")
+    tokens = x2.shape[0]
+    out2 = out.view(tokens, inner)
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()  # a (2*inner,) vector: cheaper to copy than to carry a stride through the kernel
+
+    fp32 = x.dtype == torch.float32
+    kernel = _geglu_fp32 if fp32 else _geglu_low_precision
+
+    def grid(meta: dict) -> tuple[int]:
+        return (triton.cdiv(tokens, meta["BLOCK_M"]) * triton.cdiv(inner, meta["BLOCK_N"]),)
+
+    kernel[grid](x2, weight, weight if bias is None else bias, out2, tokens, inner, dim,
+                 x2.stride(0), weight.stride(0), weight.stride(1), out2.stride(0),
+                 HAS_BIAS=bias is not None, DOT_PRECISION="ieee" if fp32 else "tf32")
+    return out
+
+
+def aot_specs() -> list[AotSpec]:
+    """Every shipped fp16/bf16 config, specialised as the JIT does for SD's GEGLU (aligned pointers; dim, inner
+    and row strides divisible by 16; contiguous weight, so stride_wk == 1); M (tokens) is left unspecialised."""
+    specs = []
+    for dtype in ("fp16", "bf16"):
+        for config in LOW_PRECISION_CONFIGS:
+            tiles = config.kwargs
+            specs.append(AotSpec(
+                kernel="geglu",
+                variant=f"{dtype}_m{tiles['BLOCK_M']}_n{tiles['BLOCK_N']}_k{tiles['BLOCK_K']}"
+                        f"_s{config.num_stages}_w{config.num_warps}",
+                fn=jit_fn(_geglu_kernel),
+                signature={"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
+                           "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
+                           "stride_wk": "i32", "stride_om": "i32"},
+                constexprs={"HAS_BIAS": True, "DOT_PRECISION": "tf32", **tiles},
+                num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=True,
+                divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn",
+                                 "stride_om"),
+                equal_to_1=("stride_wk",)))
+    return specs

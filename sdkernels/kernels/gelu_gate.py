@@ -1,0 +1,112 @@
+"""value · gelu(gate) for h = cat([value, gate], -1): the elementwise half of diffusers' GEGLU in one pass.
+
+For callers that keep their own projection (LoRA/PEFT-wrapped or hooked `proj`), so only `chunk -> gelu -> mul`
+is fused. GELU is the exact erf form, math in fp32, one rounding to h's dtype. Also home of `rows_view`, the
+(..., n) -> (M, n) flattening shared with the fused GEGLU launcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from sdkernels._dispatch import poison
+from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+
+Tensor = torch.Tensor
+logger = logging.getLogger("sdkernels")
+_copy_warned: set[str] = set()
+
+
+def rows_view(t: Tensor, op: str, name: str) -> Tensor:
+    """t (..., n) as an (M, n) tensor with unit last stride and any row stride, read in place when such a view
+    exists (contiguous tensors, slices of the last dim). Otherwise one copy, logged once per (op, argument)."""
+    n = t.shape[-1]
+    rows = math.prod(t.shape[:-1])
+    if t.stride(-1) == 1 or n == 1:
+        try:
+            return t.view(rows, n)
+        except RuntimeError:  # leading dims that cannot merge into one stride, e.g. a transposed (L, B, n) buffer
+            pass
+    if f"{op}.{name}" not in _copy_warned:
+        _copy_warned.add(f"{op}.{name}")
+        logger.warning("sdkernels.%s: %s of shape %s, strides %s has no (rows, %d) view with unit last stride; "
+                       "copying it once", op, name, tuple(t.shape), t.stride(), n)
+    return t.reshape(rows, n).contiguous()
+
+
+def _gelu_gate_configs() -> list[triton.Config]:
+    # (rows, columns) per program; about 4-8K elements per program keeps loads 16 B wide and the grid large.
+    # The first entry is the interpreter's choice.
+    shapes = [(8, 512, 4), (4, 1024, 4), (2, 2048, 8), (16, 256, 4), (32, 128, 4)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=1) for bm, bn, warps in shapes]
+
+
+GELU_GATE_CONFIGS = _gelu_gate_configs()
+
+
+def _prune_wide_tiles(configs: list[triton.Config], args: dict) -> list[triton.Config]:
+    """Drop tiles much wider than the row (a narrow inner dim would leave most lanes masked)."""
+    width = triton.next_power_of_2(args["N"])
+    narrow = [c for c in configs if c.kwargs["BLOCK_N"] <= max(width, 128)]
+    return narrow or configs
+
+
+@autotune(GELU_GATE_CONFIGS, key=["M", "N"], prune=_prune_wide_tiles)
+@triton.jit
+def _gelu_gate_kernel(h_ptr, out_ptr, M, N, stride_hm, stride_om,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # One BLOCK_M x BLOCK_N tile of outputs per program: value = h[m, n], gate = h[m, N + n].
+    # out[m, n] = value * 0.5 * gate * (1 + erf(gate / sqrt(2))), all in fp32 (bf16 is upcast on load),
+    # rounded once to the output dtype. Row offsets in int64: M * stride can pass 2**31.
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rows < M)[:, None] & (cols < N)[None, :]
+
+    h_row = h_ptr + rows.to(tl.int64)[:, None] * stride_hm
+    value = tl.load(h_row + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    gate = tl.load(h_row + N + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    out = value * (0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)))
+
+    out_ptrs = out_ptr + rows.to(tl.int64)[:, None] * stride_om + cols[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def gelu_gate(h: Tensor) -> Tensor:
+    """h (..., 2*inner) -> (..., inner) = h[..., :inner] * gelu(h[..., inner:]), in h's dtype."""
+    inner = h.shape[-1] // 2
+    out = poison(torch.empty(*h.shape[:-1], inner, dtype=h.dtype, device=h.device))
+    if out.numel() == 0:
+        return out
+    h2 = rows_view(h, "gelu_gate", "h")
+    rows = h2.shape[0]
+    out2 = out.view(rows, inner)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(inner, meta["BLOCK_N"])
+
+    _gelu_gate_kernel[grid](h2, out2, rows, inner, h2.stride(0), out2.stride(0))
+    return out
+
+
+def aot_specs() -> list[AotSpec]:
+    """Every shipped config in fp16 and bf16, specialised as the JIT does for SD shapes (aligned pointers, inner
+    and row strides divisible by 16); M is left unspecialised (any token count)."""
+    specs = []
+    for dtype in ("fp16", "bf16"):
+        for config in GELU_GATE_CONFIGS:
+            bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+            specs.append(AotSpec(
+                kernel="gelu_gate", variant=f"{dtype}_m{bm}_n{bn}_w{config.num_warps}", fn=jit_fn(_gelu_gate_kernel),
+                signature={"h_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "M": "i32", "N": "i32",
+                           "stride_hm": "i32", "stride_om": "i32"},
+                constexprs={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=config.num_warps,
+                num_stages=config.num_stages, uses_dot=False,
+                divisible_by_16=("h_ptr", "out_ptr", "N", "stride_hm", "stride_om")))
+    return specs

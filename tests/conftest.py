@@ -1,0 +1,31 @@
+"""Test set-up: run the real Triton kernels on CPU through the interpreter, offline, poisoned outputs."""
+
+import os
+
+# Triton reads TRITON_INTERPRET when it is imported, so this must come before anything imports triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("SDKERNELS_POISON_OUTPUTS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import sdkernels.kernels  # noqa: E402,F401  (applies the interpreter fixes)
+
+# One thread: the interpreter's timings swing 2 s -> 15 s with default threading on 2 cores.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,125 @@
+"""patch / unpatch / patched on tiny offline models: report, op-call counts, bit-exact unpatch, idempotence,
+untouched parameters and state_dict, left-alone reporting, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from op_counter import SdkernelsOpCounter
+from tolerance import assert_matches_reference
+
+import sdkernels
+from sdkernels.tiny import make_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_sd_pipeline()
+
+
+def unet_inputs(unet: nn.Module, dtype: torch.dtype = torch.float32) -> tuple:
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(2, unet.config.in_channels, 8, 8, generator=g).to(dtype)
+    hidden = torch.randn(2, 7, unet.config.cross_attention_dim, generator=g).to(dtype)
+    return sample, torch.tensor([10, 500]), hidden
+
+
+def run_unet(unet: nn.Module, inputs: tuple) -> torch.Tensor:
+    with torch.no_grad():
+        return unet(*inputs).sample
+
+
+def snapshot(module: nn.Module) -> dict[str, tuple[int, torch.Tensor]]:
+    return {k: (v.data_ptr(), v.clone()) for k, v in module.state_dict().items()}
+
+
+def test_report_counts_and_op_calls_in_unet(pipe):
+    unet = pipe.unet
+    resnets = [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]
+    transformers = [m for m in unet.modules() if isinstance(m, Transformer2DModel)]
+    inputs = unet_inputs(unet)
+    with sdkernels.patched(unet, attention=False, geglu=False) as report, SdkernelsOpCounter() as counter:
+        run_unet(unet, inputs)
+    assert report.count("group_norm", component="UNet2DConditionModel") == len(resnets) + len(transformers) + 1
+    assert not report.left_alone
+    # every ResnetBlock2D norm (2 each), conv_norm_out and every Transformer2DModel.norm go through the op
+    assert counter.counts["group_norm_silu"] == 2 * len(resnets) + 1 + len(transformers)
+    assert "attention" not in counter.counts and "geglu" not in counter.counts
+    assert "forward" not in unet.conv_norm_out.__dict__, "patched() must restore on exit"
+
+
+def test_vae_decode_goes_through_op(pipe):
+    vae = pipe.vae
+    decoder_resnets = [m for m in vae.decoder.modules() if isinstance(m, ResnetBlock2D)]
+    latents = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        expected = vae.decode(latents).sample
+        expected64 = vae.double().decode(latents.double()).sample
+        vae.float()
+    with sdkernels.patched(vae, attention=False) as report, SdkernelsOpCounter() as counter, torch.no_grad():
+        got = vae.decode(latents).sample
+    assert sum(r.site == "conv_norm_out+conv_act" and r.status == "patched" for r in report.results) == 2
+    assert counter.counts["group_norm_silu"] == 2 * len(decoder_resnets) + 1
+    assert_matches_reference(got, expected, expected64, what="vae.decode")
+
+
+@pytest.mark.parametrize("kinds", [{}, {"attention": False, "geglu": False}])
+def test_patched_matches_unpatched_and_unpatch_is_bit_exact(pipe, kinds):
+    unet = pipe.unet
+    inputs = unet_inputs(unet)
+    expected64 = run_unet(unet.double(), tuple(t.double() if t.is_floating_point() else t for t in inputs))
+    unet.float()
+    expected = run_unet(unet, inputs)
+    before = snapshot(unet)
+    types_before = {name: type(m) for name, m in unet.named_modules()}
+
+    report = sdkernels.patch(unet, **kinds)
+    assert report.count() > 0
+    got = run_unet(unet, inputs)
+    assert_matches_reference(got, expected, expected64, what="patched unet")
+
+    again = sdkernels.patch(unet, **kinds)  # idempotent: nothing newly patched, same output
+    assert again.count() == 0 and again.count(status="already patched") == report.count()
+    assert torch.equal(run_unet(unet, inputs), got)
+
+    after = snapshot(unet)
+    assert after.keys() == before.keys()
+    for key, (ptr, value) in before.items():
+        assert after[key][0] == ptr and torch.equal(after[key][1], value), key
+    assert {name: type(m) for name, m in unet.named_modules()} == types_before
+
+    assert sdkernels.unpatch(unet) == report.count()
+    assert torch.equal(run_unet(unet, inputs), expected), "unpatch must restore the original bit-exactly"
+    assert not any("forward" in m.__dict__ for m in unet.modules())
+    assert sdkernels.unpatch(unet) == 0
+
+
+def test_pipeline_components_are_all_walked(pipe):
+    with sdkernels.patched(pipe) as report:
+        components = {r.component for r in report.results}
+    assert {"unet", "vae"} <= components
+    assert report.paths["unet"] and report.paths["vae"]
+    text = str(report)
+    assert "ResnetBlock2D" in text and "conv_norm_out" in text and "runs on" in text
+
+
+def test_hooked_norm_and_other_activation_are_left_alone_with_reason():
+    hooked = ResnetBlock2D(in_channels=64, out_channels=64, temb_channels=32, groups=32)
+    hooked.norm1.register_forward_hook(lambda *a: None)
+    mish = ResnetBlock2D(in_channels=64, out_channels=64, temb_channels=32, groups=32, non_linearity="mish")
+    model = nn.ModuleDict({"hooked": hooked, "mish": mish})
+    report = sdkernels.patch(model)
+    reasons = {r.path: r.reason for r in report.left_alone}
+    assert "hooks" in reasons["hooked"] and "Mish" in reasons["mish"]
+    assert "forward" not in hooked.__dict__ and "forward" not in mish.__dict__
+    assert "hooked" in str(report)
+
+
+def test_bad_targets_raise_clear_errors():
+    with pytest.raises(TypeError, match="DiffusionPipeline or a torch.nn.Module"):
+        sdkernels.patch(42)
+    with pytest.raises(TypeError, match="unexpected keyword argument .flash."):
+        sdkernels.patch(nn.Linear(2, 2), flash=True)
