@@ -1,7 +1,6 @@
 """sdkernels: Triton kernels for Stable Diffusion, patched into diffusers pipelines with one call."""
 
 from sdkernels import ops
-
 from sdkernels.patch import patch, patched, unpatch
 from sdkernels.report import PatchReport
 

@@ -26,13 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(_usage(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    if argv[0] == "demo" and "triton" not in sys.modules:
+    if argv[0] == "demo" and "TRITON_INTERPRET" not in os.environ:
         import torch
 
-        # Without CUDA the demo still runs the real Triton kernels, through the interpreter, which Triton only
-        # honours if the variable is set before it is first imported.
+        # Without CUDA the demo still runs the real Triton kernels, through the interpreter. Triton (and sdkernels'
+        # dispatch) read the variable once, when first imported, and `python -m sdkernels` has imported the package
+        # already, so start afresh with it set.
         if not torch.cuda.is_available():
-            os.environ.setdefault("TRITON_INTERPRET", "1")
+            os.environ["TRITON_INTERPRET"] = "1"
+            os.execv(sys.executable, [sys.executable, "-m", "sdkernels", *argv])
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

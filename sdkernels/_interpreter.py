@@ -52,4 +52,47 @@ def apply_interpreter_fixes() -> None:
 
     builder.create_dot = create_dot
     builder.cast_impl = cast_impl
+    _skip_repeated_lang_patching(interp)
     _applied = True
+
+
+def _skip_repeated_lang_patching(interp) -> None:
+    """Every call of a jit helper inside a kernel (tl.sum, tl.sigmoid, tl.cdiv, ...) re-runs the interpreter's
+    `_patch_lang`, ~5-7 ms each, although the language modules are already patched for the running grid. Patch each
+    module once per grid run instead; behaviour is unchanged, the interpreter just stops redoing identical work."""
+    import inspect
+
+    import triton.language as tl
+
+    original_patch_lang = interp._patch_lang
+    original_grid_call = interp.GridExecutor.__call__
+    patched_in_run: set[int] = set()
+    depth = [0]
+
+    class _NoRestore:
+        def restore(self) -> None:
+            pass
+
+    def lang_ids(fn) -> set[int]:
+        return {id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and v in (tl, tl.core)}
+
+    def patch_lang(fn):
+        ids = lang_ids(fn)
+        if depth[0] > 0 and ids <= patched_in_run:
+            return _NoRestore()
+        scope = original_patch_lang(fn)
+        if depth[0] > 0:
+            patched_in_run.update(ids)
+        return scope
+
+    def grid_call(self, *args, **kwargs):
+        depth[0] += 1
+        patched_in_run.clear()
+        try:
+            return original_grid_call(self, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+            patched_in_run.clear()
+
+    interp._patch_lang = patch_lang
+    interp.GridExecutor.__call__ = grid_call

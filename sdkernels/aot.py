@@ -1,23 +1,21 @@
 """Compile one shipped kernel configuration (an `AotSpec`) for sm_80 or sm_90 on a machine with no GPU, and
-measure what the GPU would see: registers and spills (the wheel's own `ptxas -v`), shared memory (Triton's
-dynamic + ptxas' static), resident CTAs per SM (the CUDA occupancy calculator's rules) and the tensor-core
-instruction in the SASS (`cuobjdump`). Results are cached on disk.
+measure what the GPU would see: registers and spills (`ptxas -v` of the ptxas shipped in the triton wheel),
+shared memory (Triton's dynamic + ptxas' static), resident CTAs per SM (the CUDA occupancy calculator's rules)
+and the tensor-core instruction in the SASS (`nvdisasm`). Results are cached on disk.
 
 The kernels must be real JITFunctions, so this runs where TRITON_INTERPRET is off; `sdkernels.compile_report`
-starts such worker processes (`python -m sdkernels.aot`, a JSON-lines server over stdin/stdout) for you.
+starts such worker processes for you.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
-import importlib
-import importlib.util
+import io
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,7 +50,13 @@ class GpuLimits:
     ctas_per_sm: int = 32
 
 
-LIMITS: dict[int, GpuLimits] = {80: GpuLimits(166_912, 167_936), 90: GpuLimits(232_448, 233_472)}
+# A100 / H100 (the report's default targets), and the GA10x / Ada parts some configurations are tuned for.
+LIMITS: dict[int, GpuLimits] = {
+    80: GpuLimits(166_912, 167_936),
+    86: GpuLimits(101_376, 102_400, threads_per_sm=1536, ctas_per_sm=16),
+    89: GpuLimits(101_376, 102_400, threads_per_sm=1536, ctas_per_sm=24),
+    90: GpuLimits(232_448, 233_472),
+}
 
 
 @dataclass
@@ -84,7 +88,7 @@ def _round_up(value: int, unit: int) -> int:
 
 
 def resident_ctas(arch: int, registers: int, shared_bytes: int, num_warps: int) -> tuple[int, str]:
-    """CTAs of this kernel that fit on one SM at once, and the resource that limits them (the rules of
+    """CTAs of this kernel that fit on one SM at once, and the resources that limit them, "+"-joined (the rules of
     cudaOccMaxActiveBlocksPerMultiprocessor in cuda_occupancy.h, default carveout, no partitioned caching)."""
     gpu = LIMITS[arch]
     regs_per_warp = _round_up(registers * 32, gpu.register_unit)
@@ -101,8 +105,8 @@ def resident_ctas(arch: int, registers: int, shared_bytes: int, num_warps: int) 
     by_threads = 0 if threads > gpu.threads_per_block else gpu.threads_per_sm // threads
     limits = {"registers": by_registers, "shared memory": by_shared, "threads": by_threads,
               "CTA cap": gpu.ctas_per_sm}
-    limiter = min(limits, key=limits.__getitem__)
-    return limits[limiter], limiter
+    fewest = min(limits.values())
+    return fewest, "+".join(name for name, ctas in limits.items() if ctas == fewest)
 
 
 def spec_dtype(spec: AotSpec) -> str:
@@ -157,7 +161,11 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
         raise ValueError(f"{unknown!r} is not a non-constexpr argument of {fn.__name__}")
     args = {name: _fake_argument(name, ty, name in spec.divisible_by_16, name in spec.equal_to_1)
             for name, ty in spec.signature.items()}
-    launch = {"num_warps": spec.num_warps, "num_stages": spec.num_stages}
+    # The launch options JITFunction.run passes, so the compile options match a real launch's.
+    launch = {"num_warps": spec.num_warps, "num_stages": spec.num_stages,
+              "debug": bool(fn.debug or triton.knobs.runtime.debug),
+              "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
+              "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts}
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(**args, **spec.constexprs, **launch)
@@ -171,7 +179,8 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
 
 def _specialised(fn: Any, signature: dict, attrs: dict, spec: AotSpec) -> dict[str, list[str]]:
     names = fn.arg_names
-    return {"divisible_by_16": [names[i] for (i,), a in attrs.items() if ["tt.divisibility", 16] in a],
+    return {"divisible_by_16": [names[key[0]] for key, hints in attrs.items()
+                                if len(key) == 1 and ["tt.divisibility", 16] in hints],
             "equal_to_1": [n for n in spec.signature if signature[n] == "constexpr"]}
 
 
@@ -184,22 +193,41 @@ def _run(cmd: list[str]) -> str:
     return done.stdout + done.stderr
 
 
-def measure(ck: Any, arch: int, options: Any) -> dict[str, Any]:
-    """Registers, spills, static shared memory and tensor-core instruction of a compiled kernel."""
+def compile_with_ptxas_log(src: ASTSource, target: GPUTarget, options: Any) -> tuple[Any, str]:
+    """triton.compile, keeping the `ptxas -v` log of Triton's own ptxas run (empty on a Triton cache hit)."""
+    previous = triton.knobs.nvidia.dump_ptxas_log
+    triton.knobs.nvidia.dump_ptxas_log = True  # Triton then prints the log of the ptxas call that made the cubin
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            ck = triton.compile(src, target=target, options=options.__dict__)
+    finally:
+        triton.knobs.nvidia.dump_ptxas_log = previous
+    return ck, printed.getvalue()
+
+
+def _rerun_ptxas(ptx: str, arch: int, options: Any, tmp: str) -> str:
+    """`ptxas -v` with the flags of Triton's make_cubin, so the counts are those of the cubin it produced."""
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
+    source = Path(tmp, "kernel.ptx")
+    source.write_text(ptx)
+    fmad = [] if options.enable_fp_fusion else ["--fmad=false"]
+    return _run([get_ptxas(arch).path, "-lineinfo", *fmad, "-v", "--regAllocOptLevel=2",
+                 f"--gpu-name={sm_arch_from_capability(arch)}", str(source), "-o", str(Path(tmp, "kernel.o"))])
+
+
+def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, Any]:
+    """Registers, spills, static shared memory and tensor-core instruction of a compiled kernel."""
     with tempfile.TemporaryDirectory(prefix="sdkernels-aot-") as tmp:
-        ptx, cubin = Path(tmp, "kernel.ptx"), Path(tmp, "kernel.cubin")
-        ptx.write_text(ck.asm["ptx"])
+        if "Used" not in ptxas_log:
+            ptxas_log = _rerun_ptxas(ck.asm["ptx"], arch, options, tmp)
+        cubin = Path(tmp, "kernel.cubin")
         cubin.write_bytes(ck.asm["cubin"])
-        # The flags Triton's own make_cubin passes, so the counts are those of the cubin it produced.
-        fmad = [] if options.enable_fp_fusion else ["--fmad=false"]
-        log = _run([get_ptxas(arch).path, "-lineinfo", *fmad, "-v", "--regAllocOptLevel=2",
-                    f"--gpu-name={sm_arch_from_capability(arch)}", str(ptx), "-o", str(Path(tmp, "check.o"))])
         usage = _run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)])
-        sass = _run([_tool("cuobjdump"), "--dump-sass", str(cubin)])
-    registers = int(re.search(r"Used (\d+) registers", log).group(1))
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+        # Disassembly is slow for big kernels; PTX without any mma instruction cannot give tensor-core SASS.
+        sass = _run([_tool("nvdisasm"), "-c", str(cubin)]) if "mma" in ck.asm["ptx"] else ""
+    registers = int(re.search(r"Used (\d+) registers", ptxas_log).group(1))
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", ptxas_log)
     cubin_registers, static_shared = (int(v) for v in re.search(r"REG:(\d+).*?SHARED:(\d+)", usage).groups())
     if cubin_registers != registers:
         raise RuntimeError(f"ptxas -v says {registers} registers but the cubin uses {cubin_registers}")
@@ -214,16 +242,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SDKERNELS_AOT_CACHE") or os.path.join(root, "sdkernels", "aot"))
 
 
+# Part of every cache key, so a change to how this module measures invalidates the cached measurements.
+_THIS_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _cache_key(spec: AotSpec, arch: int, bound: tuple[dict, dict, dict, Any]) -> str:
     signature, constexprs, attrs, options = bound
     material = [spec.fn.cache_key, signature, repr(sorted(constexprs.items())), repr(sorted(attrs.items())),
-                repr(sorted(options.__dict__.items())), arch, triton.__version__,
-                hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]  # a change here re-measures
+                repr(sorted(options.__dict__.items())), arch, triton.__version__, _THIS_SOURCE]
     return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
 
 
-def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True) -> AotResult:
-    """Compile `spec` for sm_`arch` (80 or 90) the way the JIT would on that GPU and measure it."""
+def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: bool = False) -> AotResult | None:
+    """Compile `spec` for sm_`arch` (80 or 90) the way the JIT would on that GPU and measure it. With
+    `cache_only`, return the cached result or None instead of compiling."""
     start = time.perf_counter()
     target = GPUTarget("cuda", arch, 32)
     bound = bind_like_jit(spec, target)
@@ -232,79 +264,21 @@ def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True) -> AotResult:
     measured = json.loads(path.read_text()) if use_cache and path.is_file() else None
     cached = measured is not None
     if measured is None:
-        ck = triton.compile(ASTSource(spec.fn, signature, constexprs, attrs), target=target,
-                            options=options.__dict__)
-        measured = measure(ck, arch, options) | {"specialised": _specialised(spec.fn, signature, attrs, spec)}
+        if cache_only:
+            return None
+        ck, ptxas_log = compile_with_ptxas_log(ASTSource(spec.fn, signature, constexprs, attrs), target, options)
+        measured = measure(ck, arch, options, ptxas_log)
+        measured["specialised"] = _specialised(spec.fn, signature, attrs, spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(measured))
         tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
     ctas, limiter = resident_ctas(arch, measured["registers"], measured["shared_bytes"], spec.num_warps)
-    return AotResult(**_identity(spec, arch), **measured, shared_limit=LIMITS[arch].shared_per_block,
+    return AotResult(**identity(spec, arch), **measured, shared_limit=LIMITS[arch].shared_per_block,
                      ctas_per_sm=ctas, occupancy_limit=limiter, cached=cached,
                      seconds=round(time.perf_counter() - start, 2))
 
 
-def _identity(spec: AotSpec, arch: int) -> dict[str, Any]:
+def identity(spec: AotSpec, arch: int) -> dict[str, Any]:
     return {"kernel": spec.kernel, "variant": spec.variant, "arch": arch, "dtype": spec_dtype(spec),
             "num_warps": spec.num_warps, "num_stages": spec.num_stages, "uses_dot": spec.uses_dot}
-
-
-def load_specs(provider: str) -> list[AotSpec] | str:
-    """The specs of a provider "module:function" or "path/to/file.py:function", or a note (a str) when the
-    module does not exist (yet) or does not define the function."""
-    target, _, func_name = provider.rpartition(":")
-    if target.endswith(".py"):
-        name = f"_sdkernels_aot_{Path(target).stem}"
-        loader = importlib.util.spec_from_file_location(name, target)
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[name] = module  # dataclasses and triton look their module up by name
-        loader.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not target.startswith(exc.name):
-                raise  # the module exists but one of its own imports is missing: that is a real error
-            return f"{target}: no such module yet, skipped"
-    if not hasattr(module, func_name):
-        return f"{target}: defines no {func_name}() yet, skipped"
-    return list(getattr(module, func_name)())
-
-
-def _handle(request: dict, specs_by_provider: dict[str, list[AotSpec] | str]) -> dict:
-    provider = request["provider"]
-    if provider not in specs_by_provider:
-        specs_by_provider[provider] = load_specs(provider)
-    specs = specs_by_provider[provider]
-    if isinstance(specs, str):
-        return {"note": specs}
-    if request["op"] == "list":
-        return {"specs": [{"index": i, "kernel": s.kernel, "variant": s.variant, "archs": list(s.archs)}
-                          for i, s in enumerate(specs)]}
-    spec, arch = specs[request["index"]], request["arch"]
-    try:
-        result = compile_spec(spec, arch, use_cache=request.get("cache", True))
-    except Exception as exc:  # a row that failed to build is reported, not fatal to the report
-        result = AotResult(**_identity(spec, arch), shared_limit=LIMITS[arch].shared_per_block,
-                           error=f"{type(exc).__name__}: {exc}"[:2000])
-    return {"result": dataclasses.asdict(result)}
-
-
-def serve() -> None:
-    """Answer JSON-lines requests on stdin ({"op": "list"|"compile", "provider", "index", "arch", "cache"}),
-    one JSON line each on stdout. Anything else that prints (ptxas errors, warnings) goes to stderr."""
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    specs_by_provider: dict[str, list[AotSpec] | str] = {}
-    for line in sys.stdin:
-        try:
-            reply = _handle(json.loads(line), specs_by_provider)
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
-
-
-if __name__ == "__main__":
-    serve()

@@ -82,7 +82,7 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None = None, bi
 
 
 # ----------------------------------------------------------------------------------------------------- attention
-def _attention_kernel_problem(q: Tensor, attn_bias: Tensor | None) -> str | None:
+def attention_kernel_problem(q: Tensor, attn_bias: Tensor | None) -> str | None:
     head_dim = q.shape[-1]
     if head_dim % 8 != 0 or head_dim > MAX_HEAD_DIM:
         return f"head_dim {head_dim} is not a multiple of 8 up to {MAX_HEAD_DIM}"
@@ -116,7 +116,7 @@ def _check_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) 
 @torch.library.custom_op("sdkernels::attention", mutates_args=())
 def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Tensor | None) -> Tensor:
     if _kernel_ok("attention", q.device, q.dtype):
-        problem = _attention_kernel_problem(q, attn_bias)
+        problem = attention_kernel_problem(q, attn_bias)
         if problem is None:
             from sdkernels.kernels.attention import attention as kernel
 
@@ -158,7 +158,8 @@ def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     _check(bias is None or tuple(bias.shape) == (weight.shape[0],), op,
            f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}")
     _check(weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype), op,
-           f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, {None if bias is None else bias.dtype}")
+           f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, "
+           f"{None if bias is None else bias.dtype}")
     _check_same_device(op, x=x, weight=weight, bias=bias)
 
 
@@ -228,7 +229,7 @@ def _register_reference_backward(op, reference_fn, tensor_args: tuple[int, ...])
             out = reference_fn(*inputs)
             grads = torch.autograd.grad(out, [leaf for _, leaf in leaves], grad_output, allow_unused=True)
         result: list[Tensor | None] = [None] * len(inputs)
-        for (i, _), g in zip(leaves, grads):
+        for (i, _), g in zip(leaves, grads, strict=True):
             result[i] = g
         return tuple(result)
 

@@ -29,7 +29,9 @@ _ABSENT = object()
 class PatchRule:
     """`matches(module)` selects modules; `apply(module)` patches one and returns None, or returns the reason it
     left the module alone (nothing changed); `restore(module)` undoes `apply`. `detail(module)` optionally says how a
-    patched module will run (shown in the report)."""
+    patched module will run (shown in the report). `is_active(module)` tells whether a module marked as patched still
+    runs sdkernels (diffusers may have swapped an attention processor since, e.g. `fuse_qkv_projections()`); an
+    inactive one is restored and patched again by the next `patch`."""
 
     name: str
     kind: str
@@ -38,6 +40,7 @@ class PatchRule:
     apply: Callable[[nn.Module], str | None]
     restore: Callable[[nn.Module], None]
     detail: Callable[[nn.Module], str] | None = None
+    is_active: Callable[[nn.Module], bool] | None = None
 
 
 RULES: list[PatchRule] = []
@@ -138,9 +141,12 @@ def patch(target: object, *, group_norm: bool = True, attention: bool = True, ge
             if not rule.matches(module):
                 continue
             if is_patched(module, rule.name):
-                report.results.append(SiteResult(component, path, rule.kind, rule.site, "already patched",
-                                                 module=module))
-                continue
+                if rule.is_active is None or rule.is_active(module):
+                    report.results.append(SiteResult(component, path, rule.kind, rule.site, "already patched",
+                                                     module=module))
+                    continue
+                rule.restore(module)  # marked, but something replaced our code since: take it over again
+                module.__dict__[_RULES_APPLIED].discard(rule.name)
             reason = rule.apply(module)
             if reason is None:
                 module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)

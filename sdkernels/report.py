@@ -47,7 +47,7 @@ class PatchReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["sdkernels patch report"]
         for i, row in enumerate(rows):
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
             if i == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if len(rows) == 1:

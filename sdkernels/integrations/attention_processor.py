@@ -188,13 +188,13 @@ class SdkernelsAttnProcessor:
                         mask: torch.Tensor | None) -> str | None:
         if not query.dtype == key.dtype == value.dtype:
             return f"query, key, value dtypes differ ({query.dtype}, {key.dtype}, {value.dtype})"
-        head_dim_problem = ops._attention_kernel_problem(query, None)
+        head_dim_problem = ops.attention_kernel_problem(query, None)
         if head_dim_problem is not None:
             return head_dim_problem
         if key.shape[2] == 0:
             return "no keys"
         if _needs_grad(query, key, value, mask):
-            return "autograd: sdkernels.attention has no backward"
+            return "gradients needed: SDPA has a fused backward, sdkernels.attention differentiates its reference"
         if mask is not None:
             if not (mask.is_floating_point() or mask.dtype == torch.bool):
                 return f"attention mask of dtype {mask.dtype}"
@@ -232,8 +232,14 @@ def _apply(attn: Attention) -> str | None:
 
 def _restore(attn: Attention) -> None:
     ours, replaced = attn.__dict__.pop(_ORIGINAL, (None, None))
-    if ours is not None and attn.processor is ours:  # a processor the user set after patching stays
+    current = attn.processor
+    if ours is not None and current is ours:
         attn.set_processor(replaced)
+    elif isinstance(current, SdkernelsAttnProcessor):
+        # an earlier sdkernels processor put back by diffusers: unfuse_qkv_projections() restores the processors
+        # saved by fuse_qkv_projections(), which were ours if the model was patched before fusing
+        attn.set_processor(current.replaced)
+    # any other processor was set by the user after patching: it stays
 
 
 def _detail(attn: Attention) -> str:
@@ -244,4 +250,5 @@ def _detail(attn: Attention) -> str:
 register_rule(PatchRule(
     name="attention_processor", kind="attention", site="Attention",
     matches=lambda m: isinstance(m, Attention), apply=_apply, restore=_restore, detail=_detail,
+    is_active=lambda m: isinstance(m.processor, SdkernelsAttnProcessor),
 ))

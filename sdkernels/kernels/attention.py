@@ -33,7 +33,7 @@ from sdkernels.kernels.attention_configs import (
 
 LOG2E = 1.4426950408889634
 _EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
-_TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "HAS_BIAS"]
+_TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
 
 @triton.jit
@@ -65,12 +65,18 @@ def _store_rows(base, rows, row_stride, n_rows, cols, tile, HEAD_DIM: tl.constex
 
 @triton.jit
 def _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk,
-                  HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr):
+                  BIAS: tl.constexpr, EVEN_N: tl.constexpr):
     """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
     accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
     as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN."""
     scores = scores * qk_scale
-    if HAS_BIAS:
+    if BIAS == "per_key":  # one bias row broadcast over the queries (key-padding masks): a 1-D load
+        if EVEN_N:
+            bias = tl.load(bias_base + keys * stride_bn)
+        else:
+            bias = tl.load(bias_base + keys * stride_bn, mask=keys < Lk, other=0.0)
+        scores += bias.to(tl.float32)[None, :] * 1.4426950408889634
+    elif BIAS == "per_query_key":
         bias_ptrs = bias_base + rows[:, None] * stride_bm + keys[None, :] * stride_bn
         bias = tl.load(bias_ptrs, mask=(rows[:, None] < Lq) & (keys[None, :] < Lk), other=0.0)
         scores += bias.to(tl.float32) * 1.4426950408889634
@@ -93,7 +99,7 @@ def _attention_pieces_kernel(
     stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
     Lq, Lk, qk_scale,
     HEAD_DIM: tl.constexpr, D_PIECE0: tl.constexpr, D_PIECE1: tl.constexpr, D_PIECE2: tl.constexpr,
-    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, EVEN_N: tl.constexpr,
+    BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_UNIT: tl.constexpr, EVEN_N: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # For each key tile: S = (Σ_pieces Q[:, piece] K[:, piece]ᵀ)·scale·log2e + bias·log2e, all in fp32.
@@ -101,6 +107,12 @@ def _attention_pieces_kernel(
     # Finally O[:, piece_i] = acc_i / l (0 for a row whose every key was masked).
     D_START1: tl.constexpr = D_PIECE0
     D_START2: tl.constexpr = D_PIECE0 + D_PIECE1
+    # q/k/v/out strides arrive divided by STRIDE_UNIT (8 when they all divide by 8): multiplying back tells the
+    # compiler every row starts 16-byte aligned, so head dims like 40 (stride_h = 40) still get vectorised loads.
+    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_UNIT, stride_qh * STRIDE_UNIT, stride_qm * STRIDE_UNIT
+    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_UNIT, stride_kh * STRIDE_UNIT, stride_kn * STRIDE_UNIT
+    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_UNIT, stride_vh * STRIDE_UNIT, stride_vn * STRIDE_UNIT
+    stride_ob, stride_oh, stride_om = stride_ob * STRIDE_UNIT, stride_oh * STRIDE_UNIT, stride_om * STRIDE_UNIT
     off_b = tl.program_id(2).to(tl.int64)
     off_h = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -134,7 +146,7 @@ def _attention_pieces_kernel(
             k2 = _load_rows(k_base, keys, stride_kn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
         p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
-                                           Lq, Lk, HAS_BIAS, EVEN_N)
+                                           Lq, Lk, BIAS, EVEN_N)
         # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
         p = p.to(V.dtype.element_ty)
         v0 = _load_rows(v_base, keys, stride_vn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
@@ -166,13 +178,20 @@ def _attention_dv_split_kernel(
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
     Lq, Lk, qk_scale,
-    HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, EVEN_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_UNIT: tl.constexpr,
+    EVEN_N: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QK_CHUNK: tl.constexpr, DV_CHUNK: tl.constexpr,
 ):
     # Program (m-block, dv-chunk) owns O[rows, dv : dv + DV_CHUNK]. For each key tile:
     # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
     # then the same online softmax as the pieces kernel, acc = acc·α + P V[:, dv chunk]; O = acc / l.
     NUM_DV_CHUNKS: tl.constexpr = (HEAD_DIM + DV_CHUNK - 1) // DV_CHUNK
+    # q/k/v/out strides arrive divided by STRIDE_UNIT (8 when they all divide by 8): multiplying back tells the
+    # compiler every row starts 16-byte aligned, so head dims like 40 (stride_h = 40) still get vectorised loads.
+    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_UNIT, stride_qh * STRIDE_UNIT, stride_qm * STRIDE_UNIT
+    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_UNIT, stride_kh * STRIDE_UNIT, stride_kn * STRIDE_UNIT
+    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_UNIT, stride_vh * STRIDE_UNIT, stride_vn * STRIDE_UNIT
+    stride_ob, stride_oh, stride_om = stride_ob * STRIDE_UNIT, stride_oh * STRIDE_UNIT, stride_om * STRIDE_UNIT
     off_b = tl.program_id(2).to(tl.int64)
     off_h = tl.program_id(1).to(tl.int64)
     pid_m = tl.program_id(0) // NUM_DV_CHUNKS
@@ -195,7 +214,7 @@ def _attention_dv_split_kernel(
             k = _load_rows(k_base, keys, stride_kn, Lk, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
             scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
         p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
-                                           Lq, Lk, HAS_BIAS, EVEN_N)
+                                           Lq, Lk, BIAS, EVEN_N)
         v = _load_rows(v_base, keys, stride_vn, Lk, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
         acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
 
@@ -203,6 +222,19 @@ def _attention_dv_split_kernel(
     o_base = Out + off_b * stride_ob + off_h * stride_oh
     _store_rows(o_base, rows, stride_om, Lq, dv_cols, (acc * inv_l[:, None]).to(Out.dtype.element_ty), HEAD_DIM,
                 HEAD_DIM % DV_CHUNK != 0)
+
+
+def bias_kind(attn_bias: torch.Tensor | None) -> str:
+    """"none"; "per_key" when the (expanded) bias does not vary along the queries (stride 0, or one query), as for
+    key-padding masks, so the kernel loads one bias row per key tile; else "per_query_key"."""
+    if attn_bias is None:
+        return "none"
+    return "per_key" if attn_bias.stride(2) == 0 or attn_bias.shape[2] == 1 else "per_query_key"
+
+
+def _outer_strides(t: torch.Tensor) -> tuple[int, int, int]:
+    # A size-1 dim's stride is never used: report 0 so it cannot spoil the STRIDE_UNIT alignment test.
+    return tuple(stride if size > 1 else 0 for size, stride in zip(t.shape[:3], t.stride()[:3], strict=True))
 
 
 def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
@@ -222,12 +254,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
     if out.numel() == 0:
         return out
-    has_bias = attn_bias is not None
-    bias = attn_bias.expand(batch, heads, lq, lk) if has_bias else q  # q: an unused stand-in pointer
-    bias_strides = bias.stride() if has_bias else (0, 0, 0, 0)
-    args = (q, k, v, bias, out, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *bias_strides, *out.stride()[:3],
-            lq, lk, scale * LOG2E)
-    meta = {"HEAD_DIM": head_dim, "HAS_BIAS": has_bias, "DOT_PRECISION": dot_precision(q.dtype)}
+    bias = None if attn_bias is None else attn_bias.expand(batch, heads, lq, lk)  # broadcast dims get stride 0
+    bias_strides = (0, 0, 0, 0) if bias is None else bias.stride()
+    qkvo_strides = [s for t in (q, k, v, out) for s in _outer_strides(t)]
+    unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
+    qkvo_strides = [s // unit for s in qkvo_strides]
+    args = (q, k, v, q if bias is None else bias, out, *qkvo_strides[:9], *bias_strides, *qkvo_strides[9:],
+            lq, lk, scale * LOG2E)  # (q stands in for a missing bias pointer; it is never read)
+    meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype),
+            "STRIDE_UNIT": unit}
     if head_dim <= MAX_PIECES_HEAD_DIM:
         pieces = head_dim_pieces(head_dim)
         grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), heads, batch)
@@ -240,19 +275,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
 
 # ------------------------------------------------------------------------------------ ahead-of-time compile specs
 AOT_HEAD_DIMS = (40, 64, 80, 160, 512)
-_ARCH_OF_KIND = {"sm80": (80,), "sm90": (90,), "small": (86,)}
+BIAS_KINDS = ("none", "per_key", "per_query_key")
+_ARCH_OF_KIND = {"sm80": (80,), "sm90": (90,), "small": (86,), "any": (80, 86, 90)}
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def _sd_call_args(head_dim: int, has_bias: bool, even_n: bool) -> dict[str, int]:
+def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
     """Integer arguments of a representative SD call (q/k/v as view+transpose of (B, L, H*D) projections, a
-    (B, 1, 1, Lk) key-padding bias), so the specs get the divisibility/unit-stride specialisation the JIT gives."""
+    (B, 1, 1, Lk) key-padding or a full (B, H, Lq, Lk) bias), so the specs get the divisibility / unit-stride
+    specialisation the JIT would give them."""
     heads, lq = (1, 4096) if head_dim > MAX_PIECES_HEAD_DIM else (8, 4096)
     lk = lq if even_n else 77
     q = torch.empty(2, lq, heads * head_dim, device="meta").view(2, lq, heads, head_dim).transpose(1, 2)
     kv = torch.empty(2, lk, heads * head_dim, device="meta").view(2, lk, heads, head_dim).transpose(1, 2)
-    bias = torch.empty(2, 1, 1, lk, device="meta").expand(2, heads, lq, lk).stride() if has_bias else (0, 0, 0, 0)
-    values = [*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3], *bias, *q.stride()[:3], lq, lk]
+    bias_shape = {"none": None, "per_key": (2, 1, 1, lk), "per_query_key": (2, heads, lq, lk)}[bias]
+    bias_strides = (0,) * 4 if bias_shape is None else \
+        torch.empty(bias_shape, device="meta").expand(2, heads, lq, lk).stride()
+    unit = 8  # every SD head dim is a multiple of 8, so the q/k/v/out strides travel divided by 8
+    qkv = [s // unit for s in (*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3])]
+    values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), lq, lk]
     names = ["stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh",
              "stride_vn", "stride_bb", "stride_bh", "stride_bm", "stride_bn", "stride_ob", "stride_oh", "stride_om",
              "Lq", "Lk"]
@@ -263,25 +304,25 @@ def aot_specs() -> list[AotSpec]:
     """Every shipped (kernel, head dim, dtype, bias, EVEN_N, config) for the compile report."""
     specs = []
     for dtype_kind, dtypes in (("half", (torch.float16, torch.bfloat16)), ("fp32", (torch.float32,))):
-        for head_dim, dtype, has_bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, (False, True), (True, False)):
+        for head_dim, dtype, bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, BIAS_KINDS, (True, False)):
             pieces_kernel = head_dim <= MAX_PIECES_HEAD_DIM
             table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
-            ints = _sd_call_args(head_dim, has_bias, even_n)
+            ints = _sd_call_args(head_dim, bias, even_n)
             pointer = f"*{_TRITON_DTYPE[dtype]}"
             signature = {**dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
                          **dict.fromkeys(ints, "i32"), "qk_scale": "fp32"}
-            constexprs = {"HEAD_DIM": head_dim, "HAS_BIAS": has_bias, "DOT_PRECISION": dot_precision(dtype),
+            constexprs = {"HEAD_DIM": head_dim, "BIAS": bias, "DOT_PRECISION": dot_precision(dtype), "STRIDE_UNIT": 8,
                           "EVEN_N": even_n}
             if pieces_kernel:
                 constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
-            for (arch, kind, bucket), configs in table.items():
-                if kind != dtype_kind or bucket != head_dim_bucket(head_dim):
+            for (arch, kind, bucket, per_query_bias), configs in table.items():
+                if (kind, bucket, per_query_bias) != (dtype_kind, head_dim_bucket(head_dim), bias == "per_query_key"):
                     continue
                 for index, config in enumerate(configs):
                     specs.append(AotSpec(
                         kernel="attention", fn=jit_fn(_attention_pieces_kernel if pieces_kernel
                                                       else _attention_dv_split_kernel),
-                        variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-{'bias' if has_bias else 'nobias'}-"
+                        variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-bias_{bias}-"
                                 f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
                         signature=signature, constexprs={**constexprs, **config.kwargs},
                         num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype_kind == "half",

@@ -39,32 +39,52 @@ def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> 
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, **chunks}, num_warps=warps, num_stages=stages)
 
 
-# (architecture kind, dtype kind, head-dim bucket) -> configs, the most likely winner first (the interpreter and
-# single-config runs take the first). Every fp16/bf16 entry compiles for its architecture with no register spill
-# and within the shared-memory limit, and uses HGMMA on sm_90 (BLOCK_M ≥ 64 with 4 warps per 64 rows).
-# "sm80": A100-class 164 KiB shared memory; "sm90": H100-class 227 KiB; "small": other GPUs (sm_86/89/120:
-# 99 KiB). Buckets: the pieces kernel by the sum of the dot widths (64, 128, 256), the dv-split kernel 512.
-PIECES_TABLE: dict[tuple[str, str, int], list[triton.Config]] = {
-    ("sm80", "half", 64): [_cfg(128, 64, 4, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm80", "half", 128): [_cfg(128, 64, 4, 3), _cfg(128, 32, 4, 3), _cfg(64, 64, 4, 3)],
-    ("sm80", "half", 256): [_cfg(64, 64, 4, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
-    ("sm90", "half", 64): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm90", "half", 128): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm90", "half", 256): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2), _cfg(128, 32, 8, 3)],
-    ("small", "half", 64): [_cfg(128, 64, 4, 2), _cfg(64, 64, 4, 2)],
-    ("small", "half", 128): [_cfg(128, 32, 4, 2), _cfg(64, 64, 4, 2)],
-    ("small", "half", 256): [_cfg(64, 32, 4, 2)],
-    ("sm80", "fp32", 64): [_cfg(64, 32, 4, 2)],
-    ("sm80", "fp32", 128): [_cfg(64, 32, 4, 2)],
-    ("sm80", "fp32", 256): [_cfg(32, 32, 4, 2)],
+# (architecture kind, dtype kind, head-dim bucket, per-query bias) -> configs, the most likely winner first (the
+# interpreter and single-config runs take the first). Every entry compiles for its architecture without register
+# spills and within the shared-memory limit, and fp16/bf16 use HGMMA on sm_90 (BLOCK_M ≥ 64, 4 warps per 64 rows).
+# "sm80": A100-class, 163 KiB shared memory; "sm90": H100-class, 227 KiB; "small": other GPUs (sm_86/89/120: 99 KiB).
+# Buckets: the pieces kernel by the sum of its dot widths (64, 128, 256); 512 is the dv-split kernel. A bias that
+# varies along the queries is loaded as a (BLOCK_M, BLOCK_N) tile (one address per element when its rows are not
+# 16-byte aligned), which needs smaller tiles than no bias or a per-key bias row.
+PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
+    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
+    ("sm80", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 3)],
+    ("sm80", "half", 256, False): [_cfg(64, 64, 4, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
+    ("sm90", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2), _cfg(128, 32, 8, 3)],
+    ("small", "half", 64, False): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2)],
+    ("small", "half", 128, False): [_cfg(128, 32, 8, 2), _cfg(64, 64, 4, 2)],
+    ("small", "half", 256, False): [_cfg(64, 32, 4, 2)],
+    ("sm80", "half", 64, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
+    ("sm80", "half", 128, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
+    ("sm80", "half", 256, True): [_cfg(64, 32, 4, 2), _cfg(64, 16, 4, 2)],
+    ("sm90", "half", 64, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
+    ("sm90", "half", 128, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
+    ("sm90", "half", 256, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
+    ("small", "half", 64, True): [_cfg(64, 32, 4, 2)],
+    ("small", "half", 128, True): [_cfg(64, 32, 4, 2)],
+    ("small", "half", 256, True): [_cfg(64, 32, 4, 2)],
+    ("any", "fp32", 64, False): [_cfg(64, 32, 4, 2)],
+    ("any", "fp32", 128, False): [_cfg(64, 32, 4, 2)],
+    ("any", "fp32", 256, False): [_cfg(32, 32, 4, 2)],
+    ("any", "fp32", 64, True): [_cfg(64, 32, 4, 2)],
+    ("any", "fp32", 128, True): [_cfg(64, 32, 4, 2)],
+    ("any", "fp32", 256, True): [_cfg(32, 32, 4, 2)],
 }
-DV_SPLIT_TABLE: dict[tuple[str, str, int], list[triton.Config]] = {
-    ("sm80", "half", 512): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128), _cfg(64, 64, 4, 2, QK_CHUNK=64,
-                                                                                    DV_CHUNK=128)],
-    ("sm90", "half", 512): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=256), _cfg(128, 64, 8, 2, QK_CHUNK=64,
-                                                                                    DV_CHUNK=128)],
-    ("small", "half", 512): [_cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("sm80", "fp32", 512): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64)],
+DV_SPLIT_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
+    ("sm80", "half", 512, False): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+                                   _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("sm90", "half", 512, False): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=256),
+                                   _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("small", "half", 512, False): [_cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("sm80", "half", 512, True): [_cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
+                                  _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("sm90", "half", 512, True): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+                                  _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("small", "half", 512, True): [_cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("any", "fp32", 512, False): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64)],
+    ("any", "fp32", 512, True): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64)],
 }
 PIECES_CONFIGS = [c for configs in PIECES_TABLE.values() for c in configs]
 DV_SPLIT_CONFIGS = [c for configs in DV_SPLIT_TABLE.values() for c in configs]
@@ -86,16 +106,15 @@ def head_dim_bucket(head_dim: int) -> int:
     return max(64, triton.next_power_of_2(sum(head_dim_pieces(head_dim))))
 
 
-def table_key(device: torch.device, dtype: torch.dtype, head_dim: int) -> tuple[str, str, int]:
-    arch = arch_kind(device)
-    if dtype == torch.float32:
-        arch = "sm80"  # fp32 runs plain FMA dots (no tensor cores): the same small tiles fit every GPU
-    return arch, "fp32" if dtype == torch.float32 else "half", head_dim_bucket(head_dim)
+def table_key(device: torch.device, dtype: torch.dtype, head_dim: int, bias: str) -> tuple[str, str, int, bool]:
+    # fp32 runs plain FMA dots (no tensor cores, "ieee"): the same small tiles serve every GPU.
+    arch, kind = ("any", "fp32") if dtype == torch.float32 else (arch_kind(device), "half")
+    return arch, kind, head_dim_bucket(head_dim), bias == "per_query_key"
 
 
 def keep_configs_for(configs: list[triton.Config], named_args: dict[str, Any]) -> list[triton.Config]:
-    """Autotune prune: the table entry for this GPU, dtype and head dim."""
+    """Autotune prune: the table entry for this GPU, dtype, head dim and bias kind."""
     q = named_args["Q"]
-    key = table_key(q.device, q.dtype, named_args["HEAD_DIM"])
+    key = table_key(q.device, q.dtype, named_args["HEAD_DIM"], named_args["BIAS"])
     table = DV_SPLIT_TABLE if key[2] == 512 else PIECES_TABLE
     return [c for c in table.get(key, []) if any(c is candidate for candidate in configs)]

@@ -24,23 +24,36 @@ def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int, g
                          num_stages=stages, num_warps=warps)
 
 
-# fp16/bf16 (tensor cores). BLOCK_N counts output columns, so a program's MMA width is 2·BLOCK_N (value + gate).
-# BLOCK_M >= 64 keeps sm_90 on warpgroup MMA. All compile for sm_80/sm_90 without spills (see aot_specs).
+# fp16/bf16 (tensor cores). BLOCK_N counts output columns, so a program's MMA width is 2·BLOCK_N (value + gate)
+# and it holds 2·BLOCK_M·BLOCK_N fp32 accumulators. BLOCK_M >= 64 keeps sm_90 on warpgroup MMA. Every config
+# compiles without spills within shared memory for the archs it is offered on (checked in aot_specs' compile report).
 # The first entry is the interpreter's choice.
-LOW_PRECISION_CONFIGS = [
-    _config(128, 64, 64, 3, 4),
+ALL_ARCH_CONFIGS = [
+    _config(64, 128, 64, 3, 4),
+    _config(128, 64, 64, 4, 8),
     _config(128, 64, 32, 4, 4),
-    _config(128, 128, 32, 3, 8),
     _config(64, 128, 32, 4, 4),
     _config(64, 64, 64, 4, 4),
-    _config(128, 64, 64, 4, 8),
 ]
-# fp32 inputs use IEEE fp32 FMA dots (what F.linear does with TF32 off), which hold operands in registers: small tiles.
+# 128 x (2·128) tiles: clean on sm_90 (wgmma keeps the accumulators in ~200 registers) but they spill on sm_80.
+SM90_CONFIGS = [
+    _config(128, 128, 32, 4, 8),
+    _config(128, 128, 64, 3, 8),
+]
+# fp32 inputs use IEEE fp32 dots (what F.linear does with TF32 off): FMA, operands in registers, so small tiles.
 FP32_CONFIGS = [
-    _config(64, 64, 32, 2, 8),
-    _config(64, 32, 32, 2, 4),
-    _config(32, 64, 32, 2, 4),
+    _config(64, 64, 32, 3, 8),
+    _config(64, 64, 16, 3, 8),
+    _config(32, 32, 32, 3, 4),
 ]
+
+
+def _drop_sm90_only(configs: list[triton.Config], args: dict) -> list[triton.Config]:
+    """Offer the SM90_CONFIGS only on compute capability 9.x and up (they spill on 8.x)."""
+    x = args["x_ptr"]
+    if x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9:
+        return configs
+    return [c for c in configs if not any(c is sm90 for sm90 in SM90_CONFIGS)]
 
 
 @triton.jit
@@ -70,16 +83,18 @@ def _geglu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, s
 
     acc_v = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    w_step = BLOCK_K * stride_wk
     for k in range(0, tl.cdiv(K, BLOCK_K)):
         k_in = offs_k < K - k * BLOCK_K  # the K tail reads zeros, which add nothing to either dot
+        w_mask = k_in[:, None]
         x = tl.load(x_ptrs, mask=k_in[None, :], other=0.0)
-        w_value = tl.load(wv_ptrs, mask=k_in[:, None], other=0.0)
-        w_gate = tl.load(wg_ptrs, mask=k_in[:, None], other=0.0)
+        w_value = tl.load(wv_ptrs, mask=w_mask, other=0.0)
+        w_gate = tl.load(wg_ptrs, mask=w_mask, other=0.0)
         acc_v = tl.dot(x, w_value, acc_v, input_precision=DOT_PRECISION)
         acc_g = tl.dot(x, w_gate, acc_g, input_precision=DOT_PRECISION)
         x_ptrs += BLOCK_K
-        wv_ptrs += BLOCK_K * stride_wk
-        wg_ptrs += BLOCK_K * stride_wk
+        wv_ptrs += w_step
+        wg_ptrs += w_step
 
     if HAS_BIAS:
         acc_v += tl.load(b_ptr + offs_n).to(tl.float32)[None, :]
@@ -93,7 +108,7 @@ def _geglu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, s
 
 
 _TUNE_KEY = ["M", "N", "K"]
-_geglu_low_precision = autotune(LOW_PRECISION_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
+_geglu_low_precision = autotune(ALL_ARCH_CONFIGS + SM90_CONFIGS, key=_TUNE_KEY, prune=_drop_sm90_only)(_geglu_kernel)
 _geglu_fp32 = autotune(FP32_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
 
 
@@ -123,23 +138,25 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def aot_specs() -> list[AotSpec]:
-    """Every shipped fp16/bf16 config, specialised as the JIT does for SD's GEGLU (aligned pointers; dim, inner
-    and row strides divisible by 16; contiguous weight, so stride_wk == 1); M (tokens) is left unspecialised."""
+    """Every shipped config, specialised as the JIT does for SD's GEGLU (aligned pointers; dim, inner and row
+    strides divisible by 16; contiguous weight, so stride_wk == 1); M (tokens) is left unspecialised.
+    fp16/bf16 must use tensor cores; the fp32 configs are IEEE FMA dots (uses_dot=False: no MMA expected)."""
+    shipped = [(dtype, config, (80, 90)) for dtype in ("fp16", "bf16") for config in ALL_ARCH_CONFIGS]
+    shipped += [(dtype, config, (90,)) for dtype in ("fp16", "bf16") for config in SM90_CONFIGS]
+    shipped += [("fp32", config, (80, 90)) for config in FP32_CONFIGS]
     specs = []
-    for dtype in ("fp16", "bf16"):
-        for config in LOW_PRECISION_CONFIGS:
-            tiles = config.kwargs
-            specs.append(AotSpec(
-                kernel="geglu",
-                variant=f"{dtype}_m{tiles['BLOCK_M']}_n{tiles['BLOCK_N']}_k{tiles['BLOCK_K']}"
-                        f"_s{config.num_stages}_w{config.num_warps}",
-                fn=jit_fn(_geglu_kernel),
-                signature={"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
-                           "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
-                           "stride_wk": "i32", "stride_om": "i32"},
-                constexprs={"HAS_BIAS": True, "DOT_PRECISION": "tf32", **tiles},
-                num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=True,
-                divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn",
-                                 "stride_om"),
-                equal_to_1=("stride_wk",)))
+    for dtype, config, archs in shipped:
+        tiles = config.kwargs
+        specs.append(AotSpec(
+            kernel="geglu",
+            variant=f"{dtype}_m{tiles['BLOCK_M']}_n{tiles['BLOCK_N']}_k{tiles['BLOCK_K']}"
+                    f"_s{config.num_stages}_w{config.num_warps}",
+            fn=jit_fn(_geglu_kernel),
+            signature={"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
+                       "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
+                       "stride_wk": "i32", "stride_om": "i32"},
+            constexprs={"HAS_BIAS": True, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32", **tiles},
+            num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype != "fp32",
+            divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_om"),
+            equal_to_1=("stride_wk",), archs=archs))
     return specs

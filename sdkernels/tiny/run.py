@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,12 @@ def make_init_image(size: int, seed: int = 0) -> Image.Image:
 
 
 def make_mask_image(size: int, seed: int = 0) -> Image.Image:
-    """An inpainting mask ("L", white = repaint): a random rectangle covering roughly the middle of the image."""
+    """An inpainting mask ("L", white = repaint): a half-size square at a random offset, so both the repainted and
+    the kept region are large."""
     generator = torch.Generator().manual_seed(seed + 1)
-    low, high = torch.randint(size // 8, size // 3, (2,), generator=generator).tolist(), size * 2 // 3
+    top, left = torch.randint(size // 8, size // 3, (2,), generator=generator).tolist()
     mask = torch.zeros(1, size, size)
-    mask[:, low[0]:high + low[0] // 2, low[1]:high + low[1] // 2] = 1.0
+    mask[:, top:top + size // 2, left:left + size // 2] = 1.0
     return _to_pil(mask)
 
 
@@ -63,11 +65,32 @@ def extra_inputs(pipe: DiffusionPipeline, size: int, seed: int) -> dict[str, Any
     return inputs
 
 
+def initial_latents(pipe: DiffusionPipeline, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The initial noise, drawn in fp32 and then cast: diffusers draws it in the pipeline's dtype, and
+    torch.randn gives unrelated numbers in fp64 (and differently rounded ones in fp16/bf16), so pipelines of different
+    dtypes would not start from the same noise."""
+    latent_size = size // pipe.vae_scale_factor
+    shape = (1, pipe.vae.config.latent_channels, latent_size, latent_size)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(pipe.device, pipe.unet.dtype)
+
+
+def _steps_for_strength(steps: int, strength: float) -> int:
+    """img2img-style pipelines denoise only int(num_inference_steps * strength) steps (0 steps -> a crash); ask for
+    enough that exactly `steps` UNet steps run."""
+    if not 0 < strength < 1:
+        return steps
+    total = math.ceil(steps / strength)
+    while int(total * strength) < steps:  # float rounding in ceil
+        total += 1
+    return total
+
+
 def run_pipeline(pipe: DiffusionPipeline, *, steps: int = 2, size: int = 64, seed: int = 0, output_type: str = "np",
                  **extra: Any) -> Any:
-    """Call `pipe` with PROMPT, `steps` inference steps, a `size` x `size` image and a CPU generator seeded with
-    `seed` (so the initial noise is the same on every device), plus the extra image inputs its type needs.
-    `extra` overrides or adds call arguments. Returns the pipeline's output object (`.images`)."""
+    """Call `pipe` with PROMPT, `steps` denoising steps (img2img-style pipelines get `steps / strength` inference
+    steps, so that `steps` of them run), a `size` x `size` image and a CPU generator seeded with `seed` (the initial
+    noise is drawn in fp32 on the CPU, so it is the same on every device and dtype), plus the extra image inputs its
+    type needs. `extra` overrides or adds call arguments. Returns the pipeline's output object (`.images`)."""
     kwargs: dict[str, Any] = {
         "prompt": PROMPT,
         "num_inference_steps": steps,
@@ -75,9 +98,15 @@ def run_pipeline(pipe: DiffusionPipeline, *, steps: int = 2, size: int = 64, see
         "output_type": output_type,
         **extra_inputs(pipe, size, seed),
     }
-    if "height" in inspect.signature(pipe.__call__).parameters:  # img2img takes its size from the init image
+    parameters = inspect.signature(pipe.__call__).parameters
+    if "height" in parameters:  # img2img takes its size from the init image
         kwargs.update(height=size, width=size)
+    if "latents" in parameters:
+        kwargs["latents"] = initial_latents(pipe, size, kwargs["generator"])
     kwargs.update(extra)
+    if "strength" in parameters and "num_inference_steps" not in extra:
+        kwargs["num_inference_steps"] = _steps_for_strength(steps, kwargs.get("strength",
+                                                                                parameters["strength"].default))
     with torch.inference_mode():
         return pipe(**kwargs)
 

@@ -1,0 +1,280 @@
+"""`python -m sdkernels compile-report`: compile every shipped kernel configuration for sm_80 and sm_90 with no
+GPU and print its resources. CI's resource gate: exits 1 (naming the rows) if a configuration spills registers,
+overflows shared memory, cannot launch, or is a matrix kernel whose fp16/bf16 build misses the tensor cores
+(HGMMA on sm_90, HMMA on sm_80).
+
+Compiles run in worker processes (`serve()` below) with TRITON_INTERPRET off, so the report also works from a
+process running under the interpreter, such as the test suite; results are cached (see sdkernels.aot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sdkernels.aot import LIMITS, AotResult, compile_spec, identity
+from sdkernels.kernels._tuning import AotSpec
+
+KERNEL_MODULES = ("group_norm", "attention", "geglu", "gelu_gate")
+DEFAULT_PROVIDERS = tuple(f"sdkernels.kernels.{name}:aot_specs" for name in KERNEL_MODULES)
+ARCHS = tuple(sorted(LIMITS))  # sm_80 and sm_90 for most kernels; a spec may also list sm_86 / sm_89
+TABLE_COLUMNS = ("kernel", "variant", "arch", "dtype", "warps", "stages", "regs/thread", "spill B st/ld",
+                 "smem B / limit", "CTAs/SM (limit)", "tensor core", "status")
+
+
+def load_specs(provider: str) -> list[AotSpec] | str:
+    """The specs of a provider "module:function" or "path/to/file.py:function", or a note (a str) when the
+    module does not exist (yet) or does not define the function."""
+    target, _, func_name = provider.rpartition(":")
+    if target.endswith(".py"):
+        name = f"_sdkernels_aot_{Path(target).stem}"
+        loader = importlib.util.spec_from_file_location(name, target)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[name] = module  # dataclasses and triton look their module up by name
+        loader.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (target == exc.name or target.startswith(exc.name + ".")):
+                raise  # the module exists but one of its own imports is missing: that is a real error
+            return f"{target}: no such module yet, skipped"
+    if not hasattr(module, func_name):
+        return f"{target}: defines no {func_name}() yet, skipped"
+    return list(getattr(module, func_name)())
+
+
+def _row(spec: AotSpec, arch: int, use_cache: bool, cache_only: bool) -> dict[str, Any] | None:
+    try:
+        result = compile_spec(spec, arch, use_cache, cache_only)
+    except Exception as exc:  # a configuration that fails to build is a row of the report, not a crash
+        limit = LIMITS[arch].shared_per_block if arch in LIMITS else 0
+        result = AotResult(**identity(spec, arch), shared_limit=limit, error=f"{type(exc).__name__}: {exc}"[:2000])
+    return None if result is None else dataclasses.asdict(result)
+
+
+def _handle(request: dict[str, Any], specs_by_provider: dict[str, list[AotSpec] | str]) -> dict[str, Any]:
+    provider = request["provider"]
+    if provider not in specs_by_provider:
+        specs_by_provider[provider] = load_specs(provider)
+    specs = specs_by_provider[provider]
+    if isinstance(specs, str):
+        return {"note": specs}
+    if request["op"] == "compile":
+        return {"result": _row(specs[request["index"]], request["arch"], request["cache"], cache_only=False)}
+    # "plan": the (spec, arch) jobs that pass the filters, with the result already filled in on a cache hit.
+    unknown = sorted({arch for spec in specs for arch in spec.archs} - set(LIMITS))
+    jobs = [{"index": index, "kernel": spec.kernel, "variant": spec.variant, "arch": arch,
+             "result": _row(spec, arch, request["cache"], cache_only=True) if request["cache"] else None}
+            for index, spec in enumerate(specs) if not request["kernels"] or spec.kernel in request["kernels"]
+            for arch in spec.archs if arch in request["archs"]]
+    return {"unknown_archs": unknown, "jobs": jobs}
+
+
+def serve() -> None:
+    """Answer JSON-lines requests on stdin, one JSON line each on stdout: {"op": "plan", "provider", "kernels",
+    "archs", "cache"} lists a provider's jobs (with cached results), {"op": "compile", "provider", "index",
+    "arch", "cache"} compiles one. Anything else that prints (ptxas errors, warnings) goes to stderr."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    specs_by_provider: dict[str, list[AotSpec] | str] = {}
+    for line in sys.stdin:
+        try:
+            reply = _handle(json.loads(line), specs_by_provider)
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+class _Worker:
+    """One compile worker process (`serve()`), started on first use and restarted if it dies."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()  # the worker's stderr: warnings, and the reason if it dies
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.proc is None:
+            self.proc = subprocess.Popen([sys.executable, "-c", "from sdkernels.compile_report import serve; serve()"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                         env=self.env)
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if line:
+            return json.loads(line)
+        code, self.proc = self.proc.wait(), None
+        self.log.seek(0)
+        tail = self.log.read().decode(errors="replace")[-1500:]
+        return {"error": f"compile worker died (exit {code}): {tail}"}
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+class WorkerPool:
+    """`jobs` compile workers answering requests in parallel (the GPU-free compiles are CPU-bound)."""
+
+    def __init__(self, jobs: int) -> None:
+        env = dict(os.environ)
+        env["TRITON_INTERPRET"] = "0"  # the kernels must be real JITFunctions, even when our caller interprets
+        env["OMP_NUM_THREADS"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(path or os.getcwd() for path in sys.path)  # what we can import
+        self.workers = [_Worker(env) for _ in range(max(jobs, 1))]
+        self.idle: queue.Queue[_Worker] = queue.Queue()
+        for worker in self.workers:
+            self.idle.put(worker)
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        worker = self.idle.get()
+        try:
+            return worker.ask(request)
+        finally:
+            self.idle.put(worker)
+
+    def map(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(len(self.workers)) as pool:
+            return list(pool.map(self._ask, requests))
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
+def problems(row: dict[str, Any]) -> list[str]:
+    """Why a configuration must not ship; empty when it is fine."""
+    if row["error"]:
+        return [f"build failed: {row['error']}"]
+    found = []
+    if row["spill_stores"] or row["spill_loads"]:
+        found.append(f"spills registers ({row['spill_stores']} B stores, {row['spill_loads']} B loads per thread)")
+    if row["shared_bytes"] > row["shared_limit"]:
+        found.append(f"shared memory {row['shared_bytes']} B > {row['shared_limit']} B per block")
+    elif row["ctas_per_sm"] == 0:
+        found.append(f"cannot launch: 0 CTAs per SM ({row['occupancy_limit']})")
+    if row["uses_dot"] and row["dtype"] in ("fp16", "bf16"):
+        wanted = "HGMMA" if row["arch"] >= 90 else "HMMA"
+        if row["tensor_core"] != wanted:
+            found.append(f"matrix kernel without {wanted} on sm_{row['arch']} (found: {row['tensor_core']})")
+    return found
+
+
+def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[int], jobs: int,
+            use_cache: bool) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """(rows, notes, errors): one row per (spec, arch) of every provider, filtered by kernel name and arch."""
+    notes: list[str] = []
+    errors: list[str] = []
+    planned: list[tuple[str, dict[str, Any]]] = []
+    with WorkerPool(jobs) as pool:
+        plans = pool.map([{"op": "plan", "provider": provider, "kernels": list(kernels), "archs": list(archs),
+                           "cache": use_cache} for provider in providers])
+        for provider, plan in zip(providers, plans, strict=True):
+            if "jobs" in plan:
+                planned += [(provider, job) for job in plan["jobs"]]
+                if plan["unknown_archs"]:
+                    notes.append(f"{provider}: no resource model for sm_{plan['unknown_archs']}, not checked there")
+            elif "note" in plan:
+                notes.append(plan["note"])
+            else:
+                errors.append(f"{provider}: {plan['error']}")
+        to_build = [(provider, job) for provider, job in planned if job["result"] is None]
+        built = pool.map([{"op": "compile", "provider": provider, "index": job["index"], "arch": job["arch"],
+                           "cache": use_cache} for provider, job in to_build])
+    for (_, job), answer in zip(to_build, built, strict=True):
+        result = answer.get("result")
+        if result is None or (result["kernel"], result["variant"]) != (job["kernel"], job["variant"]):
+            reason = answer.get("error", "aot_specs() listed its specs in a different order on a second call")
+            errors.append(f"{job['kernel']}/{job['variant']} sm_{job['arch']}: {reason}")
+            result = None
+        job["result"] = result
+    rows = [job["result"] | {"problems": problems(job["result"])} for _, job in planned if job["result"]]
+    return rows, notes, errors
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    def show(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    built = not row["error"]
+    return [row["kernel"], row["variant"], f"sm_{row['arch']}", row["dtype"], str(row["num_warps"]),
+            str(row["num_stages"]), show(row["registers"]),
+            f"{row['spill_stores']}/{row['spill_loads']}" if built else "-",
+            f"{row['shared_bytes']} / {row['shared_limit']}" if built else "-",
+            f"{row['ctas_per_sm']} ({row['occupancy_limit']})" if built else "-",
+            show(row["tensor_core"] or None), "FAIL" if row["problems"] else "ok"]
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    table = [list(TABLE_COLUMNS)] + [_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(TABLE_COLUMNS))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in table)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sdkernels compile-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print machine-readable rows")
+    parser.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only this kernel")
+    parser.add_argument("--arch", action="append", type=int, choices=ARCHS, help="only this architecture")
+    parser.add_argument("--specs", action="append", metavar="MODULE:FUNC",
+                        help="spec providers ('module:func' or 'file.py:func') instead of the shipped kernels")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel compile workers (default 2)")
+    parser.add_argument("--no-cache", action="store_true", help="recompile even if a cached result exists")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    rows, notes, errors = collect(args.specs or DEFAULT_PROVIDERS, args.kernel, args.arch or ARCHS, args.jobs,
+                                  use_cache=not args.no_cache)
+    if args.kernel and not rows and not errors:
+        errors.append(f"no configuration of kernel {', '.join(args.kernel)} was found")
+    failing = [row for row in rows if row["problems"]]
+    if args.json:
+        print(json.dumps({"ok": not (failing or errors), "rows": rows, "notes": notes, "errors": errors}, indent=1))
+    else:
+        print(format_table(rows))
+        for note in notes:
+            print(f"note: {note}")
+    report = sys.stderr if args.json else sys.stdout
+    for row in failing:
+        print(f"FAIL {row['kernel']}/{row['variant']} sm_{row['arch']} {row['dtype']} "
+              f"(warps={row['num_warps']}, stages={row['num_stages']}): {'; '.join(row['problems'])}", file=report)
+    for error in errors:
+        print(f"ERROR {error}", file=report)
+    if failing or errors:
+        print(f"compile report: {len(failing)} of {len(rows)} configurations fail, {len(errors)} errors",
+              file=report)
+        return 1
+    print(f"compile report: all {len(rows)} configurations fit", file=report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
