@@ -13,13 +13,15 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import queue
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -155,9 +157,19 @@ class WorkerPool:
         finally:
             self.idle.put(worker)
 
-    def map(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def map(self, requests: Sequence[dict[str, Any]], on_answer: Callable[[int], None] | None = None
+            ) -> list[dict[str, Any]]:
+        """The answers, in request order; `on_answer(n)` is called as the n-th answer arrives."""
+        answered = itertools.count(1)  # next() on a count is atomic under the GIL
+
+        def ask(request: dict[str, Any]) -> dict[str, Any]:
+            answer = self._ask(request)
+            if on_answer is not None:
+                on_answer(next(answered))
+            return answer
+
         with ThreadPoolExecutor(len(self.workers)) as pool:
-            return list(pool.map(self._ask, requests))
+            return list(pool.map(ask, requests))
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -185,6 +197,21 @@ def problems(row: dict[str, Any]) -> list[str]:
     return found
 
 
+def _progress(total: int, to_build: int) -> Callable[[int], None]:
+    """Prints (to stderr) how far a long cold build has got, about every tenth of the way."""
+    start = time.monotonic()
+    if to_build:
+        print(f"compile report: {total - to_build} of {total} configurations cached, building {to_build}",
+              file=sys.stderr, flush=True)
+
+    def report(built: int) -> None:
+        if built % max(to_build // 10, 1) == 0 or built == to_build:
+            print(f"compile report: built {built}/{to_build} in {time.monotonic() - start:.0f} s",
+                  file=sys.stderr, flush=True)
+
+    return report
+
+
 def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[int], jobs: int,
             use_cache: bool) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """(rows, notes, errors): one row per (spec, arch) of every provider, filtered by kernel name and arch."""
@@ -205,7 +232,7 @@ def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[in
                 errors.append(f"{provider}: {plan['error']}")
         to_build = [(provider, job) for provider, job in planned if job["result"] is None]
         built = pool.map([{"op": "compile", "provider": provider, "index": job["index"], "arch": job["arch"],
-                           "cache": use_cache} for provider, job in to_build])
+                           "cache": use_cache} for provider, job in to_build], _progress(len(planned), len(to_build)))
     for (_, job), answer in zip(to_build, built, strict=True):
         result = answer.get("result")
         if result is None or (result["kernel"], result["variant"]) != (job["kernel"], job["variant"]):

@@ -59,8 +59,8 @@ def register_rule(rule: PatchRule) -> PatchRule:
 def bind_attribute(module: nn.Module, name: str, value: Any) -> None:
     """Set an instance attribute, remembering the instance value it shadows (once) for `restore_attributes`."""
     saved = module.__dict__.setdefault(_SAVED, {})
-    if name not in saved:
-        saved[name] = module.__dict__.get(name, _ABSENT)
+    previous = saved[name][0] if name in saved else module.__dict__.get(name, _ABSENT)
+    saved[name] = (previous, value)
     module.__dict__[name] = value
 
 
@@ -70,11 +70,19 @@ def bind_forward(module: nn.Module, forward: Callable[..., Any]) -> None:
 
 
 def restore_attributes(module: nn.Module) -> None:
-    for name, previous in module.__dict__.pop(_SAVED, {}).items():
-        if previous is _ABSENT:
-            module.__dict__.pop(name, None)
-        else:
-            module.__dict__[name] = previous
+    """Undo `bind_attribute`. A value replaced since (accelerate's offload wrapper around our `forward`) is kept;
+    if that wrapper saved our bound forward as its `_old_forward`, it is pointed back at the pre-patch one."""
+    for name, (previous, bound) in module.__dict__.pop(_SAVED, {}).items():
+        original = previous
+        if original is _ABSENT and name == "forward":
+            original = types.MethodType(type(module).forward, module)
+        if module.__dict__.get(name, _ABSENT) is bound:
+            if previous is _ABSENT:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = previous
+        elif name == "forward" and module.__dict__.get("_old_forward") is bound:
+            module.__dict__["_old_forward"] = original
 
 
 def has_hooks(module: nn.Module) -> bool:

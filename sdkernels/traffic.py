@@ -34,6 +34,7 @@ from sdkernels import sd_shapes
 from sdkernels.kernels import attention_configs
 from sdkernels.kernels import geglu as geglu_kernel
 from sdkernels.kernels import group_norm as gn_kernel
+from sdkernels.kernels import group_norm_kernels as gn_jit
 
 ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
 FLASH_BLOCK_M = 128  # query rows per tile assumed for the flash baseline (FlashAttention-2's forward tile)
@@ -77,24 +78,28 @@ def kernel_config(kernel: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 def group_norm_bytes(batch: int, channels: int, spatial: int, groups: int, itemsize: int, *, add: bool,
                      affine: bool = True, sm_count: int = gn_kernel.DEFAULT_SM_COUNT) -> tuple[dict[str, int], str]:
-    """Bytes per tensor of sdkernels' GroupNorm(+SiLU) and the path it takes (fused one-tile / fused loop / split).
+    """Bytes per tensor of sdkernels' GroupNorm(+SiLU) and the path it takes (fused one-tile, with one or several
+    groups per program / fused loop / split), on a GPU with `sm_count` SMs.
 
-    Each program of each kernel loads its group's first x and first add as pivots of the shifted statistics (the
-    add pivot comes from x, the dummy pointer, when there is no add); the add vector is read once per program and
-    pass over x, weight/bias once per program; the split path writes (mean, M2) per chunk in fp32 and every apply
-    program reads all partials of its group."""
+    Each program of each kernel loads the first x and first add of each of its groups as pivots of the shifted
+    statistics (the add pivot comes from x, the dummy pointer, when there is no add); the add vector is read once
+    per program and pass over x, weight/bias once per program (a one-tile program with several groups reads each
+    channel once: the same bytes as one program per group); the split path writes (mean, M2) per chunk in fp32 and
+    every apply program reads all partials of its group."""
     cpg, elements, n_groups = channels // groups, batch * channels * spatial, batch * groups
     chunk = gn_kernel.split_chunk(n_groups, cpg, spatial, sm_count)
     args = {"CPG": cpg, "S": spatial, "chunk_s": chunk, "HAS_ADD": add, "HAS_WEIGHT": affine, "HAS_BIAS": affine,
-            "SILU": True}
+            "SILU": True, "MAX_GROUPS_PER_PROGRAM": gn_kernel.max_groups_per_program(batch, groups, sm_count)}
     if chunk is None:
-        cfg = kernel_config(gn_kernel._group_norm_fused_kernel, args)
-        passes, programs, chunks, partials = (1 if cfg["ONE_TILE"] else 2), n_groups, 1, 0
-        path = (f"fused {'one-tile' if cfg['ONE_TILE'] else 'loop (stats pass + apply pass)'}: {n_groups} programs, "
-                f"TILE={cfg['TILE']} BLOCK_C={cfg['BLOCK_C']} BLOCK_S={cfg['BLOCK_S']}")
-        pivots = programs
+        cfg = kernel_config(gn_jit.group_norm_fused_kernel, args)
+        passes, chunks, partials = (1 if cfg["ONE_TILE"] else 2), 1, 0
+        programs = batch * triton.cdiv(groups, cfg["GROUPS_PER_PROGRAM"])
+        path = (f"fused {'one-tile' if cfg['ONE_TILE'] else 'loop (stats pass + apply pass)'}: {programs} programs "
+                f"of {cfg['GROUPS_PER_PROGRAM']} group(s), TILE={cfg['TILE']} BLOCK_C={cfg['BLOCK_C']} "
+                f"BLOCK_S={cfg['BLOCK_S']}")
+        pivots = n_groups
     else:
-        cfg = kernel_config(gn_kernel._group_norm_apply_kernel, args)
+        cfg = kernel_config(gn_jit.group_norm_apply_kernel, args)
         chunks = triton.cdiv(spatial, chunk)
         passes, programs = 2, n_groups * chunks
         path = (f"split: {n_groups} groups x {chunks} chunks of {chunk} positions, stats kernel + apply kernel, "

@@ -2,8 +2,8 @@
 matching the unpatched model (tolerance rule against fp64), the report shows the fused processors were taken over,
 and the fused `to_qkv` / `to_kv` projections are really the ones called.
 
-Only attention is patched here (`group_norm=False, geglu=False`): fusion touches nothing else, and the GroupNorm
-kernel is the expensive one to interpret."""
+Only attention is patched here (`group_norm=False, geglu=False`): fusion touches nothing else, and interpreting the
+other kernels would only add time."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from dropin import small_sd_pipeline, unet_inputs
 from op_counter import SdkernelsOpCounter
 from tolerance import assert_matches_reference
@@ -115,5 +115,4 @@ def test_fused_projections_around_patching(order: str) -> None:
     assert_matches(unfused, expected_unfused, f"{order}, unfused")
 
     assert sdkernels.unpatch(pipe) == n_attention
-    assert all(type(a.processor) in (AttnProcessor2_0, FusedAttnProcessor2_0) for a in attentions(pipe))
     assert processor_types(pipe) == {"AttnProcessor2_0": n_attention}

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_matches_reference
 
-from sdkernels import ops
+from sdkernels import ops, traffic
 from sdkernels.kernels import group_norm as gn_kernels
+from sdkernels.kernels import group_norm_kernels as gn_jit
 
 Tensor = torch.Tensor
 
@@ -205,6 +206,73 @@ def test_split_policy_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     run_and_check(x, 8, weight, bias, add, what="policy split")
 
 
+# -------------------------------------------------------------------------------- several groups per program
+def resolved_fused_config(batch: int, channels: int, spatial: int, groups: int, sm_count: int | None) -> dict:
+    """The fused kernel's constexprs for this shape (its autotune prune + heuristics, as the interpreter runs it)."""
+    args = {"CPG": channels // groups, "S": spatial, "HAS_ADD": True, "SILU": True,
+            "MAX_GROUPS_PER_PROGRAM": gn_kernels.max_groups_per_program(batch, groups, sm_count)}
+    return traffic.kernel_config(gn_jit.group_norm_fused_kernel, args)
+
+
+def test_groups_per_program_policy() -> None:
+    # A GPU keeps >= 2 programs per SM: SD batch 2 (64 groups) stays one group per program on A100 and H100, batch
+    # 64 (2048 groups) packs 4 on H100 (512 programs); the interpreter (no SM count) is bounded by the groups only.
+    assert gn_kernels.max_groups_per_program(2, 32, 132) == gn_kernels.max_groups_per_program(2, 32, 108) == 1
+    assert gn_kernels.max_groups_per_program(64, 32, 132) == 4
+    assert gn_kernels.max_groups_per_program(2, 32, None) == 32 and gn_kernels.max_groups_per_program(1, 6, None) == 8
+    # A program takes as many whole groups as its tile holds: (2, 320, 8, 8) = CPG 10 (16 lanes) x 64 positions per
+    # group, 8 per 8192-element tile; (2, 1280, 8, 8) 2 of 64 x 64; the tiny UNet's (2, 128, 1, 1) all 32.
+    for channels, spatial, expected in ((320, 64, 8), (1280, 64, 2), (128, 1, 32)):
+        config = resolved_fused_config(2, channels, spatial, 32, None)
+        assert config["ONE_TILE"] and config["GROUPS_PER_PROGRAM"] == expected, (channels, config)
+        assert config["GROUPS_PER_PROGRAM"] * config["BLOCK_C"] * config["BLOCK_S"] <= config["TILE"]
+        assert resolved_fused_config(2, channels, spatial, 32, 132)["GROUPS_PER_PROGRAM"] == 1
+    # A group bigger than a tile keeps its program to itself.
+    assert resolved_fused_config(1, 32, 1023, 1, None)["GROUPS_PER_PROGRAM"] == 1
+
+
+# (shape, groups, dtype, channels_last, bound on groups per program): SD channel counts at small spatial sizes, and
+# group counts that the per-program count does not divide (the last set of groups is partly masked).
+GROUPED_CASES = [((2, 320, 8, 8), 32, torch.float32, False, None), ((2, 1280, 4, 4), 32, torch.float16, True, None),
+                 ((2, 640, 2, 2), 32, torch.bfloat16, False, None), ((2, 96, 5, 3), 12, torch.float32, True, 8),
+                 ((3, 48, 7), 6, torch.float16, False, 4), ((2, 80, 3, 3), 10, torch.bfloat16, True, 4)]
+
+
+@pytest.mark.parametrize("shape, groups, dtype, nhwc, bound", GROUPED_CASES,
+                         ids=["C320_fp32", "C1280_fp16_channels_last", "C640_bf16", "G12_by8_fp32_channels_last",
+                              "G6_by4_fp16_1d", "G10_by4_bf16_channels_last"])
+def test_several_groups_per_program(shape: tuple[int, ...], groups: int, dtype: torch.dtype, nhwc: bool,
+                                    bound: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, weight, bias, add = sd_inputs(shape, dtype, nhwc=nhwc)
+    spatial = x[0, 0].numel()
+    monkeypatch.setattr(gn_kernels, "FORCE_GROUPS_PER_PROGRAM", bound)
+    config = resolved_fused_config(shape[0], shape[1], spatial, groups, None)
+    assert config["ONE_TILE"] and config["GROUPS_PER_PROGRAM"] > 1, "the test must pack several groups"
+    assert bound is None or groups % config["GROUPS_PER_PROGRAM"] != 0, "the test must mask a partial set"
+    packed = run_and_check(x, groups, weight, bias, add, what=f"{shape} packed")
+    assert torch.equal(packed, ops.group_norm_silu(x, groups, weight, bias, add=add)), "not deterministic"
+    monkeypatch.setattr(gn_kernels, "FORCE_GROUPS_PER_PROGRAM", 1)
+    alone = run_and_check(x, groups, weight, bias, add, what=f"{shape} one group per program")
+    # The same per-group arithmetic in a different reduction tree: equal up to fp32 rounding (a group mixed with its
+    # neighbour, or a masked lane counted, would move outputs by ~1e-1).
+    difference = (packed.double() - alone.double()).abs().max().item()
+    assert difference <= 16 * torch.finfo(dtype).eps * alone.double().abs().max().item(), difference
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_several_groups_large_offsets_and_options(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    # |mean| >> std in every group of a packed program with a partial last set (10 groups, 4 per program), channels
+    # last; fp32 also without add and weight, fp16 with a broadcast add, bf16 without SiLU.
+    offset, std = {torch.float16: (300.0, 1.0), torch.bfloat16: (100.0, 1.0)}.get(dtype, (1000.0, 0.01))
+    monkeypatch.setattr(gn_kernels, "FORCE_GROUPS_PER_PROGRAM", 4)
+    x, weight, bias, add = sd_inputs((2, 40, 6, 5), dtype, nhwc=True, offset=offset, std=std)
+    if dtype == torch.float32:
+        add, weight = None, None
+    elif dtype == torch.float16:
+        add = add[:1].expand(2, -1)
+    run_and_check(x, 10, weight, bias, add, silu=dtype != torch.bfloat16, what=f"offset {offset} {dtype}")
+
+
 # --------------------------------------------------------------------------------------------- registration
 def test_opcheck() -> None:
     x, weight, bias, add = sd_inputs((2, 8, 3, 5), torch.float32, nhwc=True)
@@ -236,7 +304,7 @@ def test_aot_specs_bind_every_argument() -> None:
         hinted = spec["divisible_by_16"] + spec["equal_to_1"]
         assert all(signature[name][0] == "*" or signature[name] in ("i32", "i64") for name in hinted), variant
         assert not set(spec["divisible_by_16"]) & set(spec["equal_to_1"]), variant
-    for form in ("fused one tile", "fused loop", "split partials", "split apply"):
+    for form in ("fused one tile", "fused groups", "fused all groups", "fused loop", "split partials", "split apply"):
         for dtype in ("fp16", "bf16", "fp32"):
             for layout in ("nchw", "channels_last"):
                 assert any(s["variant"].startswith(f"{form} {dtype} {layout} ") for s in specs), (form, dtype, layout)

@@ -36,8 +36,8 @@ def test_to_device_and_dtype_after_patching_keep_the_patch() -> None:
     reference = small_sd_pipeline().to(torch.bfloat16)  # the same weights, never patched
     with counting_calls([reference.unet, reference.vae]) as calls:
         expected = unet_and_decoder(reference, torch.bfloat16)
-    fp64 = (in_fp64(reference.unet, lambda: unet_and_decoder(reference, torch.float64)[0]),
-            in_fp64(reference.vae, lambda: unet_and_decoder(reference, torch.float64)[1]))
+    reference.unet.double(), reference.vae.double()  # the bf16 weights, computed in fp64
+    fp64 = unet_and_decoder(reference, torch.float64)
 
     pipe = small_sd_pipeline()
     report = sdkernels.patch(pipe)
@@ -96,10 +96,6 @@ def test_set_default_attn_processor_after_unpatching_then_patching_takes_over_th
     assert_matches_reference(run_unet(unet, inputs), expected, fp64, what="patched over set_default_attn_processor")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "diffusers' set_default_attn_processor() raises 'Cannot call `set_default_attn_processor` when attention "
-    "processors are of type SdkernelsAttnProcessor' (unet_2d_condition.py:714-721 accepts only its own classes): "
-    "a user-visible break of patched models; needs a fix in sdkernels' attention integration"))
 def test_set_default_attn_processor_on_a_patched_unet() -> None:
     unet = small_unet()
     sdkernels.patch(unet, **ATTENTION_ONLY)
@@ -107,11 +103,6 @@ def test_set_default_attn_processor_on_a_patched_unet() -> None:
     assert processor_types(unet).keys() <= {"AttnProcessor", "SdkernelsAttnProcessor"}
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "patch, then sequential offload (enable_sequential_cpu_offload = accelerate.cpu_offload per module): the patched "
-    "ResnetBlock2D.forward reads norm1/norm2.weight directly, so the offload hook that moves them to the execution "
-    "device never runs and group_norm_silu gets meta weights; sdkernels/integrations/resnet.py must fall back to "
-    "the stock forward when the norms are hooked at call time (the patch-time check misses hooks added later)"))
 def test_sequential_offload_after_patching() -> None:
     unet = small_unet()
     inputs = unet_inputs(unet)
@@ -119,6 +110,16 @@ def test_sequential_offload_after_patching() -> None:
     sdkernels.patch(unet)
     cpu_offload(unet, execution_device=torch.device("cpu"))  # what enable_sequential_cpu_offload does, on CPU
     assert_matches_reference(run_unet(unet, inputs), expected, fp64, what="patched, then sequential offload")
+
+
+def test_unpatch_after_sequential_offload_keeps_the_offload_hooks() -> None:
+    unet = small_unet()
+    inputs = unet_inputs(unet)
+    expected = run_unet(unet, inputs)
+    sdkernels.patch(unet, attention=False, geglu=False)
+    cpu_offload(unet, execution_device=torch.device("cpu"))
+    sdkernels.unpatch(unet)
+    assert torch.equal(run_unet(unet, inputs), expected)
 
 
 def test_sequential_offload_before_patching_leaves_hooked_norms_alone() -> None:

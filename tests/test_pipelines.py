@@ -2,7 +2,7 @@
 ControlNet and SDXL give, patched, the image the unpatched pipeline gives, within the project's tolerance rule
 against the same pipeline run in fp64; and every GroupNorm, attention and GEGLU call went through an sdkernels op.
 
-One denoising step at 64 x 64 keeps the interpreter cost down (~10-60 s per case on one core)."""
+One denoising step at 64 x 64 keeps the interpreter cost down (~5-12 s of CPU per case)."""
 
 from __future__ import annotations
 

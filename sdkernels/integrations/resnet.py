@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from diffusers.models.resnet import ResnetBlock2D
 
 from sdkernels import ops
+from sdkernels._dispatch import note_fallback
 from sdkernels.patch import PatchRule, bind_forward, has_hooks, register_rule, restore_attributes
 
 
@@ -24,6 +25,9 @@ def fused_resnet_forward(self: ResnetBlock2D, input_tensor: torch.Tensor, temb: 
                          **kwargs) -> torch.Tensor:
     if args or kwargs.get("scale") is not None:  # deprecated `scale` argument: let diffusers warn and handle it
         return type(self).forward(self, input_tensor, temb, *args, **kwargs)
+    if has_hooks(self.norm1) or has_hooks(self.norm2):  # hooked after patching (offload): the norms must run as
+        note_fallback("group_norm_silu", "ResnetBlock2D norms hooked after patching (offload/casting)")
+        return type(self).forward(self, input_tensor, temb)  # modules so their hooks move/cast the weights
 
     hidden_states = _group_norm(self.norm1, input_tensor, silu=True)
 

@@ -4,8 +4,9 @@ Two kernels share the tile helpers below:
 - `_attention_pieces_kernel` (D ≤ 256): D is covered by up to three power-of-two dot widths (80 = 64 + 16,
   160 = 128 + 32, 40 = 32 + 16 masked to 8 real columns), so nothing is padded to the next power of two. Q stays
   in registers and each output piece keeps its own fp32 accumulator.
-- `_attention_dv_split_kernel` (D > 256, the VAE's D = 512): one (BLOCK_M, D) fp32 accumulator does not fit in
-  registers, so each program owns DV_CHUNK output columns and recomputes QKᵀ over the full D in QK_CHUNK slices.
+- `_attention_dv_split_kernel` (D > 256, the VAE's D = 512; and fp32 inputs): one (BLOCK_M, D) fp32 accumulator
+  does not fit in registers, so each program owns DV_CHUNK output columns and recomputes QKᵀ over the full D in
+  QK_CHUNK slices.
 Launch configs live in sdkernels/kernels/attention_configs.py.
 """
 
@@ -29,6 +30,7 @@ from sdkernels.kernels.attention_configs import (
     head_dim_bucket,
     head_dim_pieces,
     keep_configs_for,
+    uses_pieces_kernel,
 )
 
 LOG2E = 1.4426950408889634
@@ -263,7 +265,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
             lq, lk, scale * LOG2E)  # (q stands in for a missing bias pointer; it is never read)
     meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype),
             "STRIDE_UNIT": unit}
-    if head_dim <= MAX_PIECES_HEAD_DIM:
+    if uses_pieces_kernel(head_dim, q.dtype):
         pieces = head_dim_pieces(head_dim)
         grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), heads, batch)
         _attention_pieces_kernel[grid](*args, **meta, D_PIECE0=pieces[0], D_PIECE1=pieces[1], D_PIECE2=pieces[2])
@@ -305,7 +307,7 @@ def aot_specs() -> list[AotSpec]:
     specs = []
     for dtype_kind, dtypes in (("half", (torch.float16, torch.bfloat16)), ("fp32", (torch.float32,))):
         for head_dim, dtype, bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, BIAS_KINDS, (True, False)):
-            pieces_kernel = head_dim <= MAX_PIECES_HEAD_DIM
+            pieces_kernel = uses_pieces_kernel(head_dim, dtype)
             table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
             ints = _sd_call_args(head_dim, bias, even_n)
             pointer = f"*{_TRITON_DTYPE[dtype]}"
@@ -315,8 +317,9 @@ def aot_specs() -> list[AotSpec]:
                           "EVEN_N": even_n}
             if pieces_kernel:
                 constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
-            for (arch, kind, bucket, per_query_bias), configs in table.items():
-                if (kind, bucket, per_query_bias) != (dtype_kind, head_dim_bucket(head_dim), bias == "per_query_key"):
+            wanted = (dtype_kind, head_dim_bucket(head_dim, dtype), bias == "per_query_key")
+            for (arch, *kind_bucket_bias), configs in table.items():
+                if tuple(kind_bucket_bias) != wanted:
                     continue
                 for index, config in enumerate(configs):
                     specs.append(AotSpec(

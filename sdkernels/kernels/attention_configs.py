@@ -47,9 +47,9 @@ def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> 
 # varies along the queries is loaded as a (BLOCK_M, BLOCK_N) tile (one address per element when its rows are not
 # 16-byte aligned), which needs smaller tiles than no bias or a per-key bias row.
 PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
-    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
+    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 2)],
     ("sm80", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 3)],
-    ("sm80", "half", 256, False): [_cfg(64, 64, 4, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
+    ("sm80", "half", 256, False): [_cfg(64, 64, 8, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
     ("sm90", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
     ("sm90", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
     ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2), _cfg(128, 32, 8, 3)],
@@ -65,12 +65,6 @@ PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("small", "half", 64, True): [_cfg(64, 32, 4, 2)],
     ("small", "half", 128, True): [_cfg(64, 32, 4, 2)],
     ("small", "half", 256, True): [_cfg(64, 32, 4, 2)],
-    ("any", "fp32", 64, False): [_cfg(64, 32, 4, 2)],
-    ("any", "fp32", 128, False): [_cfg(64, 32, 4, 2)],
-    ("any", "fp32", 256, False): [_cfg(32, 32, 4, 2)],
-    ("any", "fp32", 64, True): [_cfg(64, 32, 4, 2)],
-    ("any", "fp32", 128, True): [_cfg(64, 32, 4, 2)],
-    ("any", "fp32", 256, True): [_cfg(32, 32, 4, 2)],
 }
 DV_SPLIT_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("sm80", "half", 512, False): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
@@ -83,8 +77,12 @@ DV_SPLIT_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("sm90", "half", 512, True): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
                                   _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
     ("small", "half", 512, True): [_cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("any", "fp32", 512, False): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64)],
-    ("any", "fp32", 512, True): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64)],
+    ("any", "fp32", 512, False): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64),
+                                  _cfg(64, 32, 4, 2, QK_CHUNK=16, DV_CHUNK=64),
+                                  _cfg(32, 64, 4, 2, QK_CHUNK=16, DV_CHUNK=64)],
+    ("any", "fp32", 512, True): [_cfg(32, 32, 4, 2, QK_CHUNK=32, DV_CHUNK=64),
+                                 _cfg(64, 32, 4, 2, QK_CHUNK=16, DV_CHUNK=64),
+                                 _cfg(32, 64, 4, 2, QK_CHUNK=16, DV_CHUNK=64)],
 }
 PIECES_CONFIGS = [c for configs in PIECES_TABLE.values() for c in configs]
 DV_SPLIT_CONFIGS = [c for configs in DV_SPLIT_TABLE.values() for c in configs]
@@ -100,16 +98,22 @@ def arch_kind(device: torch.device) -> str:
     return "sm80" if (major, minor) == (8, 0) else "small"
 
 
-def head_dim_bucket(head_dim: int) -> int:
-    if head_dim > MAX_PIECES_HEAD_DIM:
+def uses_pieces_kernel(head_dim: int, dtype: torch.dtype) -> bool:
+    """fp16/bf16 up to D = 256 keep Q and the accumulators in registers. fp32 always takes the dv-split kernel:
+    its "ieee" dots run on FMA units, which hold whole operand rows in registers and spill with Q resident."""
+    return head_dim <= MAX_PIECES_HEAD_DIM and dtype != torch.float32
+
+
+def head_dim_bucket(head_dim: int, dtype: torch.dtype) -> int:
+    if not uses_pieces_kernel(head_dim, dtype):
         return 512
     return max(64, triton.next_power_of_2(sum(head_dim_pieces(head_dim))))
 
 
 def table_key(device: torch.device, dtype: torch.dtype, head_dim: int, bias: str) -> tuple[str, str, int, bool]:
-    # fp32 runs plain FMA dots (no tensor cores, "ieee"): the same small tiles serve every GPU.
+    # fp32 runs FMA dots (no tensor cores, "ieee"): the same small tiles serve every GPU.
     arch, kind = ("any", "fp32") if dtype == torch.float32 else (arch_kind(device), "half")
-    return arch, kind, head_dim_bucket(head_dim), bias == "per_query_key"
+    return arch, kind, head_dim_bucket(head_dim, dtype), bias == "per_query_key"
 
 
 def keep_configs_for(configs: list[triton.Config], named_args: dict[str, Any]) -> list[triton.Config]:
