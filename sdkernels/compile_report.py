@@ -181,8 +181,9 @@ class WorkerPool:
 
 def problems(row: dict[str, Any]) -> list[str]:
     """Why a configuration must not ship; empty when it is fine."""
-    if row["error"]:
-        return [f"build failed: {row['error']}"]
+    if row["error"]:  # Triton's CompilationError quotes the kernel source: keep where and what, not the listing
+        lines = [line.strip() for line in row["error"].splitlines() if line.strip()]
+        return [f"build failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")]
     found = []
     if row["spill_stores"] or row["spill_loads"]:
         found.append(f"spills registers ({row['spill_stores']} B stores, {row['spill_loads']} B loads per thread)")
@@ -245,16 +246,12 @@ def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[in
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    def show(value: Any) -> str:
-        return "-" if value is None else str(value)
-
-    built = not row["error"]
+    measured = ["-"] * 5 if row["error"] else [
+        str(row["registers"]), f"{row['spill_stores']}/{row['spill_loads']}",
+        f"{row['shared_bytes']} / {row['shared_limit']}", f"{row['ctas_per_sm']} ({row['occupancy_limit']})",
+        row["tensor_core"]]
     return [row["kernel"], row["variant"], f"sm_{row['arch']}", row["dtype"], str(row["num_warps"]),
-            str(row["num_stages"]), show(row["registers"]),
-            f"{row['spill_stores']}/{row['spill_loads']}" if built else "-",
-            f"{row['shared_bytes']} / {row['shared_limit']}" if built else "-",
-            f"{row['ctas_per_sm']} ({row['occupancy_limit']})" if built else "-",
-            show(row["tensor_core"] or None), "FAIL" if row["problems"] else "ok"]
+            str(row["num_stages"]), *measured, "FAIL" if row["problems"] else "ok"]
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -41,6 +41,7 @@ class PatchRule:
     restore: Callable[[nn.Module], None]
     detail: Callable[[nn.Module], str] | None = None
     is_active: Callable[[nn.Module], bool] | None = None
+    in_report: bool = True  # False for plumbing that keeps a patched model working (not a kernel site)
 
 
 RULES: list[PatchRule] = []
@@ -150,12 +151,18 @@ def patch(target: object, *, group_norm: bool = True, attention: bool = True, ge
                 continue
             if is_patched(module, rule.name):
                 if rule.is_active is None or rule.is_active(module):
-                    report.results.append(SiteResult(component, path, rule.kind, rule.site, "already patched",
-                                                     module=module))
+                    if rule.in_report:
+                        report.results.append(SiteResult(component, path, rule.kind, rule.site, "already patched",
+                                                         module=module))
                     continue
                 rule.restore(module)  # marked, but something replaced our code since: take it over again
                 module.__dict__[_RULES_APPLIED].discard(rule.name)
             reason = rule.apply(module)
+            if not rule.in_report:
+                if reason is None:
+                    module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)
+                    report.plumbing.append(module)
+                continue
             if reason is None:
                 module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)
                 detail = rule.detail(module) if rule.detail is not None else ""
@@ -170,10 +177,12 @@ def patch(target: object, *, group_norm: bool = True, attention: bool = True, ge
 
 def _unpatch_module(module: nn.Module) -> int:
     applied = module.__dict__.pop(_RULES_APPLIED, set())
+    restored = 0
     for rule in RULES:
         if rule.name in applied:
             rule.restore(module)
-    return len(applied)
+            restored += rule.in_report
+    return restored
 
 
 def unpatch(target: object) -> int:
@@ -189,6 +198,7 @@ def patched(target: object, **kinds: bool) -> Iterator[PatchReport]:
     try:
         yield report
     finally:
-        for result in report.results:
-            if result.status == "patched" and result.module is not None and is_patched(result.module):
-                _unpatch_module(result.module)
+        newly_patched = [r.module for r in report.results if r.status == "patched"] + report.plumbing
+        for module in newly_patched:
+            if module is not None and is_patched(module):
+                _unpatch_module(module)

@@ -24,6 +24,7 @@ class PatchReport:
     results: list[SiteResult] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)  # component -> kernel path on its current device
     notes: list[str] = field(default_factory=list)
+    plumbing: list[nn.Module] = field(default_factory=list, repr=False)  # patched by rules not shown in the table
 
     def count(self, kind: str | None = None, status: str = "patched", component: str | None = None) -> int:
         return sum(1 for r in self.results if r.status == status and (kind is None or r.kind == kind)

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 import triton
 from triton.runtime.autotuner import Heuristics
 
@@ -175,8 +176,9 @@ def gelu_gate_traffic(shape: sd_shapes.GegluShape, dtype: str) -> Traffic:
 def attention_config(head_dim: int, dtype: str, arch: str) -> triton.Config:
     """The first config of the kernel's table row for this GPU kind, dtype and head dim (fp32 always uses the
     sm80 row; the interpreter uses sm80 too)."""
-    bucket = attention_configs.head_dim_bucket(head_dim)
-    key = ("sm80" if dtype == "fp32" else arch, "fp32" if dtype == "fp32" else "half", bucket)
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    bucket = attention_configs.head_dim_bucket(head_dim, torch_dtype)
+    key = ("any", "fp32", bucket, False) if dtype == "fp32" else (arch, "half", bucket, False)
     table = attention_configs.DV_SPLIT_TABLE if bucket == 512 else attention_configs.PIECES_TABLE
     return table[key][0]
 
@@ -189,7 +191,7 @@ def attention_bytes(batch_heads: int, lq: int, lk: int, head_dim: int, itemsize:
     kw = config.kwargs
     m_tiles = triton.cdiv(lq, kw["BLOCK_M"])
     q, kv, out = batch_heads * lq * head_dim, batch_heads * lk * head_dim, batch_heads * lq * head_dim
-    if head_dim <= attention_configs.MAX_PIECES_HEAD_DIM:
+    if "DV_CHUNK" not in kw:  # the pieces kernel
         return {"q": itemsize * q, "k": itemsize * m_tiles * kv, "v": itemsize * m_tiles * kv, "out": itemsize * out}
     dv_chunks, n_tiles = triton.cdiv(head_dim, kw["DV_CHUNK"]), triton.cdiv(lk, kw["BLOCK_N"])
     return {"q": itemsize * dv_chunks * n_tiles * q, "k": itemsize * dv_chunks * m_tiles * kv,

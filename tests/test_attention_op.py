@@ -5,6 +5,7 @@ range, strided views read in place, the output layout contract, and the config t
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import subprocess
@@ -180,6 +181,18 @@ def test_unaligned_row_strides_and_non_unit_last_stride(kernel_args):
     assert k_arg[1][-1] == 1 and v_arg[1][-1] == 1 and k_arg[0] != k.data_ptr()
 
 
+@pytest.mark.parametrize("head_dim,dtype", [(40, FP16), (264, BF16), (72, FP32)])
+def test_masked_lanes_never_read_past_the_tensors(head_dim, dtype):
+    """q, k, v inside NaN-filled buffers (8 extra columns, 7 extra rows): any read past D or past L turns the
+    output NaN, since an unmasked lane would feed a score or a P·V product."""
+    def padded(length):
+        buffer = torch.full((1, 2, length + 7, head_dim + 8), float("nan"), dtype=dtype)
+        buffer[:, :, :length, :head_dim] = torch.randn(1, 2, length, head_dim).to(dtype)
+        return buffer[:, :, :length, :head_dim]
+
+    check(padded(37), padded(77), padded(77), what="NaN-padded views")
+
+
 def test_output_contract_matches_fake_and_empty_queries():
     q, k, v = qkv(2, 3, 9, 77, 40, FP16)
     out = attend(q, k, v, via="torch.ops")
@@ -215,27 +228,31 @@ def test_every_head_dim_dtype_and_bias_has_configs(monkeypatch, capability):
     for dtype in (FP16, BF16, FP32):
         q = types.SimpleNamespace(device=torch.device("cuda"), dtype=dtype)
         for head_dim in range(8, 513, 8):
-            kernel = attention_kernels._attention_dv_split_kernel if head_dim > 256 else \
-                attention_kernels._attention_pieces_kernel
+            kernel = attention_kernels._attention_pieces_kernel if configs.uses_pieces_kernel(head_dim, dtype) \
+                else attention_kernels._attention_dv_split_kernel
             for bias in ("none", "per_key", "per_query_key"):
-                kept = configs.keep_configs_for(kernel.configs, {"Q": q, "HEAD_DIM": head_dim, "BIAS": bias})
-                assert kept, (capability, dtype, head_dim, bias)
-                if capability == (9, 0) and dtype != FP32:  # warpgroup MMA: 4 warps per 64 rows
-                    assert all(c.num_warps * 16 == c.kwargs["BLOCK_M"] for c in kept)
+                for lk in (77, 4096):
+                    named_args = {"Q": q, "HEAD_DIM": head_dim, "BIAS": bias, "Lk": lk}
+                    kept = configs.keep_configs_for(kernel.configs, named_args)
+                    assert kept, (capability, dtype, head_dim, bias)
+                    if capability == (9, 0) and dtype != FP32:  # warpgroup MMA: 4 warps per 64 rows
+                        assert all(c.num_warps * 16 == c.kwargs["BLOCK_M"] for c in kept)
+                    if capability == (9, 0) and dtype != FP32 and bias != "per_query_key" and head_dim in (40, 80, 160):
+                        assert all(c.kwargs["BLOCK_N"] >= 77 for c in kept) == (lk == 77)  # cross-attn: one tile
 
 
 def test_aot_specs_cover_every_sd_head_dim():
     """aot_specs() needs real jit functions, so it runs in a child process without the interpreter."""
     script = ("import collections, sdkernels.kernels.attention as a\n"
               "specs = a.aot_specs()\n"
-              "seen = collections.Counter((s.constexprs['HEAD_DIM'], s.signature['Q'], s.constexprs['BIAS'], a_)"
-              " for s in specs for a_ in s.archs if s.uses_dot)\n"
+              "seen = collections.Counter((s.constexprs['HEAD_DIM'], s.signature['Q'], s.constexprs['BIAS'], arch)"
+              " for s in specs for arch in s.archs if s.uses_dot)\n"
               "print(sorted(seen))\n")
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr
-    seen = eval(result.stdout)
+    seen = ast.literal_eval(result.stdout)
     for head_dim in (40, 64, 80, 160, 512):
         for dtype in ("*fp16", "*bf16"):
             for bias in ("none", "per_key", "per_query_key"):

@@ -179,7 +179,8 @@ def test_training_with_autograd_falls_back_and_backpropagates() -> None:
         attn(hidden_states).square().sum().backward()
     assert counter.counts["attention"] == 0 and hidden_states.grad is not None
     assert attn.to_q.weight.grad is not None and attn.to_q.weight.grad.abs().sum() > 0
-    assert ours.fallbacks == {"autograd: sdkernels.attention has no backward": 1}
+    assert list(ours.fallbacks.values()) == [1]
+    assert next(iter(ours.fallbacks)).startswith("gradients needed")
 
 
 def test_deprecated_scale_warns_and_unexpected_kwargs_run_the_replaced_processor() -> None:

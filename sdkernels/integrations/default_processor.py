@@ -38,5 +38,5 @@ def _apply_wrapper(model: nn.Module) -> str | None:
 register_rule(PatchRule(
     name="set_default_attn_processor", kind="attention", site="set_default_attn_processor (kept working)",
     matches=lambda m: callable(getattr(type(m), "set_default_attn_processor", None)),
-    apply=_apply_wrapper, restore=restore_attributes,
+    apply=_apply_wrapper, restore=restore_attributes, in_report=False,
 ))

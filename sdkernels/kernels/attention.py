@@ -12,8 +12,6 @@ Launch configs live in sdkernels/kernels/attention_configs.py.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import triton
 import triton.language as tl
@@ -22,18 +20,16 @@ from sdkernels._dispatch import poison
 from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
 from sdkernels.kernels.attention_configs import (
     DV_SPLIT_CONFIGS,
-    DV_SPLIT_TABLE,
-    MAX_PIECES_HEAD_DIM,
     PIECES_CONFIGS,
-    PIECES_TABLE,
+    bias_kind,
     dot_precision,
-    head_dim_bucket,
     head_dim_pieces,
     keep_configs_for,
+    shipped_specs,
     uses_pieces_kernel,
 )
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # the softmax runs in exp2: e^x = 2^(x·log2 e)
 _EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
@@ -77,11 +73,11 @@ def _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, 
             bias = tl.load(bias_base + keys * stride_bn)
         else:
             bias = tl.load(bias_base + keys * stride_bn, mask=keys < Lk, other=0.0)
-        scores += bias.to(tl.float32)[None, :] * 1.4426950408889634
+        scores += bias.to(tl.float32)[None, :] * LOG2E
     elif BIAS == "per_query_key":
         bias_ptrs = bias_base + rows[:, None] * stride_bm + keys[None, :] * stride_bn
         bias = tl.load(bias_ptrs, mask=(rows[:, None] < Lq) & (keys[None, :] < Lk), other=0.0)
-        scores += bias.to(tl.float32) * 1.4426950408889634
+        scores += bias.to(tl.float32) * LOG2E
     if not EVEN_N:
         scores = tl.where(keys[None, :] < Lk, scores, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(scores, 1))
@@ -226,14 +222,6 @@ def _attention_dv_split_kernel(
                 HEAD_DIM % DV_CHUNK != 0)
 
 
-def bias_kind(attn_bias: torch.Tensor | None) -> str:
-    """"none"; "per_key" when the (expanded) bias does not vary along the queries (stride 0, or one query), as for
-    key-padding masks, so the kernel loads one bias row per key tile; else "per_query_key"."""
-    if attn_bias is None:
-        return "none"
-    return "per_key" if attn_bias.stride(2) == 0 or attn_bias.shape[2] == 1 else "per_query_key"
-
-
 def _outer_strides(t: torch.Tensor) -> tuple[int, int, int]:
     # A size-1 dim's stride is never used: report 0 so it cannot spoil the STRIDE_UNIT alignment test.
     return tuple(stride if size > 1 else 0 for size, stride in zip(t.shape[:3], t.stride()[:3], strict=True))
@@ -262,7 +250,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
     qkvo_strides = [s // unit for s in qkvo_strides]
     args = (q, k, v, q if bias is None else bias, out, *qkvo_strides[:9], *bias_strides, *qkvo_strides[9:],
-            lq, lk, scale * LOG2E)  # (q stands in for a missing bias pointer; it is never read)
+            lq, lk, scale * LOG2E.value)  # (q stands in for a missing bias pointer; it is never read)
     meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype),
             "STRIDE_UNIT": unit}
     if uses_pieces_kernel(head_dim, q.dtype):
@@ -275,62 +263,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     return out
 
 
-# ------------------------------------------------------------------------------------ ahead-of-time compile specs
-AOT_HEAD_DIMS = (40, 64, 80, 160, 512)
-BIAS_KINDS = ("none", "per_key", "per_query_key")
-_ARCH_OF_KIND = {"sm80": (80,), "sm90": (90,), "small": (86,), "any": (80, 86, 90)}
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
-def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
-    """Integer arguments of a representative SD call (q/k/v as view+transpose of (B, L, H*D) projections, a
-    (B, 1, 1, Lk) key-padding or a full (B, H, Lq, Lk) bias), so the specs get the divisibility / unit-stride
-    specialisation the JIT would give them."""
-    heads, lq = (1, 4096) if head_dim > MAX_PIECES_HEAD_DIM else (8, 4096)
-    lk = lq if even_n else 77
-    q = torch.empty(2, lq, heads * head_dim, device="meta").view(2, lq, heads, head_dim).transpose(1, 2)
-    kv = torch.empty(2, lk, heads * head_dim, device="meta").view(2, lk, heads, head_dim).transpose(1, 2)
-    bias_shape = {"none": None, "per_key": (2, 1, 1, lk), "per_query_key": (2, heads, lq, lk)}[bias]
-    bias_strides = (0,) * 4 if bias_shape is None else \
-        torch.empty(bias_shape, device="meta").expand(2, heads, lq, lk).stride()
-    unit = 8  # every SD head dim is a multiple of 8, so the q/k/v/out strides travel divided by 8
-    qkv = [s // unit for s in (*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3])]
-    values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), lq, lk]
-    names = ["stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh",
-             "stride_vn", "stride_bb", "stride_bh", "stride_bm", "stride_bn", "stride_ob", "stride_oh", "stride_om",
-             "Lq", "Lk"]
-    return dict(zip(names, values, strict=True))
-
-
 def aot_specs() -> list[AotSpec]:
-    """Every shipped (kernel, head dim, dtype, bias, EVEN_N, config) for the compile report."""
-    specs = []
-    for dtype_kind, dtypes in (("half", (torch.float16, torch.bfloat16)), ("fp32", (torch.float32,))):
-        for head_dim, dtype, bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, BIAS_KINDS, (True, False)):
-            pieces_kernel = uses_pieces_kernel(head_dim, dtype)
-            table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
-            ints = _sd_call_args(head_dim, bias, even_n)
-            pointer = f"*{_TRITON_DTYPE[dtype]}"
-            signature = {**dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
-                         **dict.fromkeys(ints, "i32"), "qk_scale": "fp32"}
-            constexprs = {"HEAD_DIM": head_dim, "BIAS": bias, "DOT_PRECISION": dot_precision(dtype), "STRIDE_UNIT": 8,
-                          "EVEN_N": even_n}
-            if pieces_kernel:
-                constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
-            wanted = (dtype_kind, head_dim_bucket(head_dim, dtype), bias == "per_query_key")
-            for (arch, *kind_bucket_bias), configs in table.items():
-                if tuple(kind_bucket_bias) != wanted:
-                    continue
-                for index, config in enumerate(configs):
-                    specs.append(AotSpec(
-                        kernel="attention", fn=jit_fn(_attention_pieces_kernel if pieces_kernel
-                                                      else _attention_dv_split_kernel),
-                        variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-bias_{bias}-"
-                                f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
-                        signature=signature, constexprs={**constexprs, **config.kwargs},
-                        num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype_kind == "half",
-                        divisible_by_16=("Q", "K", "V", "Bias", "Out",
-                                         *(name for name, value in ints.items() if value % 16 == 0)),
-                        equal_to_1=tuple(name for name, value in ints.items() if value == 1),
-                        archs=_ARCH_OF_KIND[arch]))
-    return specs
+    """Every shipped (kernel, head dim, dtype, bias kind, EVEN_N, config) for the compile report."""
+    return shipped_specs(jit_fn(_attention_pieces_kernel), jit_fn(_attention_dv_split_kernel))
