@@ -29,6 +29,7 @@ import sdkernels  # noqa: E402
 from bench.common import DTYPES, RESULTS, environment, no_cuda, save_rows  # noqa: E402
 from sdkernels import sd_shapes  # noqa: E402
 from sdkernels._dispatch import fallback_counts, reset_fallback_counts  # noqa: E402
+from sdkernels.demo import time_calls  # noqa: E402
 
 VARIANTS = ("default", "patched", "patched+compile", "default+compile")
 DEFAULT_VARIANTS = ("default", "patched", "patched+compile")
@@ -96,24 +97,6 @@ def workloads() -> dict[str, Workload]:
     return {**unets, **vaes}
 
 
-def time_calls(fn: Callable[[], torch.Tensor], iters: int, device: torch.device) -> tuple[list[float], torch.Tensor]:
-    """Milliseconds of each call (CUDA events on a GPU, wall clock elsewhere) and the last output."""
-    times, out = [], None
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            out = fn()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return times, out
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -136,7 +119,7 @@ def run_variant(workload: Workload, model: torch.nn.Module, inputs: dict[str, An
             _synchronize(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times, out = time_calls(lambda: workload.forward(runner, inputs), iters, device)
+            times, out = time_calls(lambda: workload.forward(runner, inputs), device, iters)
     finally:
         if patched:
             sdkernels.unpatch(model)

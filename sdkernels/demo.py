@@ -47,10 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def timed(call: Callable[[], Any], device: torch.device, repeats: int) -> tuple[Any, float]:
-    """Run `call` `repeats` times; return the last result and the median time in ms (CUDA events on a GPU, so the
-    time is GPU time, not launch time)."""
-    times = []
+def time_calls(call: Callable[[], Any], device: torch.device, repeats: int) -> tuple[list[float], Any]:
+    """Milliseconds of each of `repeats` calls (CUDA events on a GPU, so the time is GPU time, not launch time;
+    wall clock elsewhere) and the last result."""
+    times: list[float] = []
     result = None
     for _ in range(repeats):
         if device.type == "cuda":
@@ -64,6 +64,12 @@ def timed(call: Callable[[], Any], device: torch.device, repeats: int) -> tuple[
             began = time.perf_counter()
             result = call()
             times.append((time.perf_counter() - began) * 1e3)
+    return times, result
+
+
+def timed(call: Callable[[], Any], device: torch.device, repeats: int) -> tuple[Any, float]:
+    """Run `call` `repeats` times; return the last result and the median time in ms."""
+    times, result = time_calls(call, device, repeats)
     return result, statistics.median(times)
 
 
