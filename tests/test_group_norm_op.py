@@ -285,7 +285,7 @@ print(json.dumps([dict(variant=s.variant, signature=s.signature, constexprs=sort
 
 def test_aot_specs_bind_every_argument() -> None:
     # aot_specs() feeds the sm_80/sm_90 compile report (python -m sdkernels compile-report), which runs without the
-    # interpreter (jit_fn needs real JITFunctions), so it is checked in a subprocess with TRITON_INTERPRET=0.
+    # interpreter (the report compiles real JITFunctions), so it is checked in a subprocess with TRITON_INTERPRET=0.
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     result = subprocess.run([sys.executable, "-c", AOT_CHECK], env=env, capture_output=True, text=True, timeout=120,
                             cwd=pathlib.Path(__file__).parents[1])

@@ -54,6 +54,9 @@ class AotSpec:
 
 def jit_fn(kernel: Any) -> Any:
     """The bare JITFunction under autotune/heuristics wrappers."""
-    while not isinstance(kernel, triton.runtime.JITFunction):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    # Under TRITON_INTERPRET=1 `triton.jit` makes an InterpretedFunction, whose `.fn` is the plain Python function.
+    while not isinstance(kernel, (triton.runtime.JITFunction, InterpretedFunction)):
         kernel = kernel.fn
     return kernel
