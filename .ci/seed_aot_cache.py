@@ -17,8 +17,9 @@ SEED = REPO / "tests" / "aot_cache"
 
 from sdkernels import aot, compile_report  # noqa: E402
 
-specs = [s for p in compile_report.DEFAULT_PROVIDERS if isinstance(s_ := compile_report.load_specs(p), list)
-         for s in s_]
+specs = [
+    s for p in compile_report.DEFAULT_PROVIDERS if isinstance(s_ := compile_report.load_specs(p), list) for s in s_
+]
 local = aot.cache_dir()
 SEED.mkdir(parents=True, exist_ok=True)
 wanted = set()

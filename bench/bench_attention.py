@@ -23,12 +23,16 @@ import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from bench.common import DTYPES, Case, Inputs, base_parser, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference, sd_shapes, traffic  # noqa: E402
+from sdkernels import ops, reference  # noqa: E402
 from sdkernels.kernels import attention_configs  # noqa: E402
+from sdkernels.tools import sd_shapes, traffic  # noqa: E402
 
 KERNEL = "attention"
-FORCED_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
-                   "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}
+FORCED_BACKENDS = {
+    "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+}
 
 
 def fused(inputs: Inputs) -> torch.Tensor:
@@ -67,8 +71,9 @@ def make_case(shape: sd_shapes.AttentionShape, dtype: str, arch: str, with_math:
 
     def make_inputs(device: torch.device) -> Inputs:
         def heads_view(tokens: int) -> torch.Tensor:
-            projection = torch.randn(shape.batch, tokens, shape.heads * shape.head_dim, dtype=torch_dtype,
-                                     device=device)
+            projection = torch.randn(
+                shape.batch, tokens, shape.heads * shape.head_dim, dtype=torch_dtype, device=device
+            )
             return projection.view(shape.batch, tokens, shape.heads, shape.head_dim).transpose(1, 2)
 
         return {"q": heads_view(shape.lq), "k": heads_view(shape.lk), "v": heads_view(shape.lk)}
@@ -79,8 +84,20 @@ def make_case(shape: sd_shapes.AttentionShape, dtype: str, arch: str, with_math:
     if with_math:
         providers["sdpa-math"] = forced(SDPBackend.MATH)
     model = traffic.attention_traffic(shape, dtype, arch)
-    return Case(KERNEL, shape.label, shape.model, shape.component, dtype, "bhld-view", shape.calls, make_inputs,
-                providers, fp32_reference, model.floor, model.flops)
+    return Case(
+        KERNEL,
+        shape.label,
+        shape.model,
+        shape.component,
+        dtype,
+        "bhld-view",
+        shape.calls,
+        make_inputs,
+        providers,
+        fp32_reference,
+        model.floor,
+        model.flops,
+    )
 
 
 def build_cases(models: list[str], dtype: str, with_math: bool = False) -> list[Case]:

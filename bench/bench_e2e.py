@@ -27,16 +27,39 @@ import torch  # noqa: E402
 
 import sdkernels  # noqa: E402
 from bench.common import DTYPES, RESULTS, environment, no_cuda, save_rows  # noqa: E402
-from sdkernels import sd_shapes  # noqa: E402
 from sdkernels._dispatch import fallback_counts, reset_fallback_counts  # noqa: E402
-from sdkernels.demo import time_calls  # noqa: E402
+from sdkernels.testing.demo import time_calls  # noqa: E402
+from sdkernels.tools import sd_shapes  # noqa: E402
 
 VARIANTS = ("default", "patched", "patched+compile", "default+compile")
 DEFAULT_VARIANTS = ("default", "patched", "patched+compile")
-E2E_COLUMNS = ("workload", "component", "variant", "batch", "resolution", "dtype", "median_ms", "mean_ms", "min_ms",
-               "max_ms", "it_per_s", "peak_mem_gb", "max_abs_diff_vs_default", "max_abs_default", "finite",
-               "first_call_s", "patched_sites", "fallbacks", "iters", "gpu_name", "torch", "triton", "diffusers",
-               "sdkernels", "timestamp")
+E2E_COLUMNS = (
+    "workload",
+    "component",
+    "variant",
+    "batch",
+    "resolution",
+    "dtype",
+    "median_ms",
+    "mean_ms",
+    "min_ms",
+    "max_ms",
+    "it_per_s",
+    "peak_mem_gb",
+    "max_abs_diff_vs_default",
+    "max_abs_default",
+    "finite",
+    "first_call_s",
+    "patched_sites",
+    "fallbacks",
+    "iters",
+    "gpu_name",
+    "torch",
+    "triton",
+    "diffusers",
+    "sdkernels",
+    "timestamp",
+)
 E2E_KEY = ("workload", "variant", "dtype", "gpu_name")
 
 
@@ -51,21 +74,26 @@ class Workload:
     forward: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor]
 
 
-def unet_workload(name: str, config: dict, resolution: int, text_embeds_dim: int | None = None,
-                  batch: int = sd_shapes.UNET_BATCH) -> Workload:
+def unet_workload(
+    name: str, config: dict, resolution: int, text_embeds_dim: int | None = None, batch: int = sd_shapes.UNET_BATCH
+) -> Workload:
     from diffusers import UNet2DConditionModel
 
     def make_inputs(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         side = resolution // 8
-        inputs = {"sample": torch.randn(batch, config.get("in_channels", 4), side, side, device=device, dtype=dtype),
-                  "timestep": torch.full((batch,), 500, device=device),
-                  "encoder_hidden_states": torch.randn(batch, sd_shapes.TEXT_LEN, config["cross_attention_dim"],
-                                                       device=device, dtype=dtype)}
+        inputs = {
+            "sample": torch.randn(batch, config.get("in_channels", 4), side, side, device=device, dtype=dtype),
+            "timestep": torch.full((batch,), 500, device=device),
+            "encoder_hidden_states": torch.randn(
+                batch, sd_shapes.TEXT_LEN, config["cross_attention_dim"], device=device, dtype=dtype
+            ),
+        }
         if text_embeds_dim is not None:  # SDXL: pooled text embedding + (size, crop, target size) ids
             time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device)
             inputs["added_cond_kwargs"] = {
                 "text_embeds": torch.randn(batch, text_embeds_dim, device=device, dtype=dtype),
-                "time_ids": time_ids.to(dtype).expand(batch, sd_shapes.SDXL_TIME_IDS)}
+                "time_ids": time_ids.to(dtype).expand(batch, sd_shapes.SDXL_TIME_IDS),
+            }
         return inputs
 
     def forward(model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -88,12 +116,19 @@ def vae_decode_workload(name: str, config: dict, resolution: int, batch: int = s
 
 
 def workloads() -> dict[str, Workload]:
-    unets = {f"{model}-unet": unet_workload(f"{model}-unet", sd_shapes.UNET_CONFIGS[model],
-                                            sd_shapes.IMAGE_SIZE[model],
-                                            sd_shapes.SDXL_TEXT_EMBEDS_DIM if model == "sdxl" else None)
-             for model in sd_shapes.MODELS}
-    vaes = {"vae-512": vae_decode_workload("vae-512", sd_shapes.VAE_CONFIGS["sd15"], 512),
-            "vae-1024": vae_decode_workload("vae-1024", sd_shapes.VAE_CONFIGS["sdxl"], 1024)}
+    unets = {
+        f"{model}-unet": unet_workload(
+            f"{model}-unet",
+            sd_shapes.UNET_CONFIGS[model],
+            sd_shapes.IMAGE_SIZE[model],
+            sd_shapes.SDXL_TEXT_EMBEDS_DIM if model == "sdxl" else None,
+        )
+        for model in sd_shapes.MODELS
+    }
+    vaes = {
+        "vae-512": vae_decode_workload("vae-512", sd_shapes.VAE_CONFIGS["sd15"], 512),
+        "vae-1024": vae_decode_workload("vae-1024", sd_shapes.VAE_CONFIGS["sdxl"], 1024),
+    }
     return {**unets, **vaes}
 
 
@@ -102,8 +137,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_variant(workload: Workload, model: torch.nn.Module, inputs: dict[str, Any], variant: str,
-                device: torch.device, warmup: int, iters: int) -> tuple[dict[str, Any], torch.Tensor]:
+def run_variant(
+    workload: Workload,
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    variant: str,
+    device: torch.device,
+    warmup: int,
+    iters: int,
+) -> tuple[dict[str, Any], torch.Tensor]:
     patched = variant.startswith("patched")
     report = sdkernels.patch(model) if patched else None
     runner = torch.compile(model) if variant.endswith("+compile") else model
@@ -126,16 +168,32 @@ def run_variant(workload: Workload, model: torch.nn.Module, inputs: dict[str, An
         if variant.endswith("+compile"):
             torch._dynamo.reset()
     median = statistics.median(times)
-    row = {"variant": variant, "median_ms": median, "mean_ms": statistics.fmean(times), "min_ms": min(times),
-           "max_ms": max(times), "it_per_s": 1e3 / median, "first_call_s": first_call_s, "iters": iters,
-           "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else "",
-           "patched_sites": report.count() if report is not None else 0,
-           "fallbacks": sum(fallback_counts().values()), "finite": bool(torch.isfinite(out).all())}
+    row = {
+        "variant": variant,
+        "median_ms": median,
+        "mean_ms": statistics.fmean(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "it_per_s": 1e3 / median,
+        "first_call_s": first_call_s,
+        "iters": iters,
+        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else "",
+        "patched_sites": report.count() if report is not None else 0,
+        "fallbacks": sum(fallback_counts().values()),
+        "finite": bool(torch.isfinite(out).all()),
+    }
     return row, out
 
 
-def run_workload(workload: Workload, variants: tuple[str, ...], device: torch.device, dtype: torch.dtype,
-                 warmup: int, iters: int, env: dict[str, str]) -> list[dict[str, Any]]:
+def run_workload(
+    workload: Workload,
+    variants: tuple[str, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    warmup: int,
+    iters: int,
+    env: dict[str, str],
+) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     with device:
         model = workload.build()
@@ -149,10 +207,16 @@ def run_workload(workload: Workload, variants: tuple[str, ...], device: torch.de
         row, out = run_variant(workload, model, inputs, variant, device, warmup, iters)
         if variant == "default":
             default_out = out
-        row.update(workload=workload.name, component=workload.component, batch=workload.batch,
-                   resolution=workload.resolution, dtype=str(dtype).removeprefix("torch."),
-                   max_abs_diff_vs_default=float((out.float() - default_out.float()).abs().max()),
-                   max_abs_default=float(default_out.float().abs().max()), **env)
+        row.update(
+            workload=workload.name,
+            component=workload.component,
+            batch=workload.batch,
+            resolution=workload.resolution,
+            dtype=str(dtype).removeprefix("torch."),
+            max_abs_diff_vs_default=float((out.float() - default_out.float()).abs().max()),
+            max_abs_default=float(default_out.float().abs().max()),
+            **env,
+        )
         rows.append(row)
         print(format_row(row), flush=True)
     del model, inputs, default_out
@@ -164,16 +228,21 @@ def run_workload(workload: Workload, variants: tuple[str, ...], device: torch.de
 
 def format_row(row: dict[str, Any]) -> str:
     memory = f"{row['peak_mem_gb']:6.2f} GB" if row["peak_mem_gb"] != "" else "   n/a   "
-    return (f"{row['workload']:10s} {row['variant']:16s} {row['median_ms']:9.2f} ms  {row['it_per_s']:7.2f} it/s  "
-            f"peak {memory}  max|diff| {row['max_abs_diff_vs_default']:.3e} (max|out| {row['max_abs_default']:.2f})"
-            f"  sites {row['patched_sites']:3d}  fallbacks {row['fallbacks']}  first call {row['first_call_s']:.1f} s"
-            f"{'' if row['finite'] else '  NON-FINITE OUTPUT'}")
+    return (
+        f"{row['workload']:10s} {row['variant']:16s} {row['median_ms']:9.2f} ms  {row['it_per_s']:7.2f} it/s  "
+        f"peak {memory}  max|diff| {row['max_abs_diff_vs_default']:.3e} (max|out| {row['max_abs_default']:.2f})"
+        f"  sites {row['patched_sites']:3d}  fallbacks {row['fallbacks']}  first call {row['first_call_s']:.1f} s"
+        f"{'' if row['finite'] else '  NON-FINITE OUTPUT'}"
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="sd15-unet,sdxl-unet,vae-512,vae-1024",
-                        help=f"comma-separated subset of {','.join(workloads())}")
+    parser.add_argument(
+        "--models",
+        default="sd15-unet,sdxl-unet,vae-512,vae-1024",
+        help=f"comma-separated subset of {','.join(workloads())}",
+    )
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated: {VARIANTS}")
     parser.add_argument("--no-compile", action="store_true", help="drop the torch.compile variants")
     parser.add_argument("--dtype", default="fp16", choices=sorted(DTYPES))

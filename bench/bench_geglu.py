@@ -18,7 +18,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference, sd_shapes, traffic  # noqa: E402
+from sdkernels import ops, reference  # noqa: E402
+from sdkernels.tools import sd_shapes, traffic  # noqa: E402
 
 KERNEL = "geglu"
 
@@ -48,16 +49,30 @@ def make_case(shape: sd_shapes.GegluShape, dtype: str, with_inductor: bool = Fal
         # nn.Linear's init scale, so the gate sees O(1) values as in a trained model
         bound = shape.dim**-0.5
         weight = torch.empty(2 * shape.inner, shape.dim, dtype=torch_dtype, device=device).uniform_(-bound, bound)
-        return {"x": torch.randn(shape.batch, shape.tokens, shape.dim, dtype=torch_dtype, device=device),
-                "weight": weight,
-                "bias": torch.empty(2 * shape.inner, dtype=torch_dtype, device=device).uniform_(-bound, bound)}
+        return {
+            "x": torch.randn(shape.batch, shape.tokens, shape.dim, dtype=torch_dtype, device=device),
+            "weight": weight,
+            "bias": torch.empty(2 * shape.inner, dtype=torch_dtype, device=device).uniform_(-bound, bound),
+        }
 
     providers = {"sdkernels": fused, "sdkernels-gelu_gate": linear_then_gelu_gate, "eager": eager}
     if with_inductor:
         providers["inductor"] = inductor(eager)
     model = traffic.geglu_traffic(shape, dtype)
-    return Case(KERNEL, shape.label, shape.model, "unet", dtype, "contiguous", shape.calls, make_inputs, providers,
-                fp32_reference, model.floor, model.flops)
+    return Case(
+        KERNEL,
+        shape.label,
+        shape.model,
+        "unet",
+        dtype,
+        "contiguous",
+        shape.calls,
+        make_inputs,
+        providers,
+        fp32_reference,
+        model.floor,
+        model.flops,
+    )
 
 
 def build_cases(models: list[str], dtype: str, with_inductor: bool = False) -> list[Case]:

@@ -17,8 +17,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference, sd_shapes, traffic  # noqa: E402
+from sdkernels import ops, reference  # noqa: E402
 from sdkernels.kernels import group_norm as gn_kernel  # noqa: E402
+from sdkernels.tools import sd_shapes, traffic  # noqa: E402
 
 KERNEL = "group_norm_silu"
 LAYOUTS = ("nchw", "channels_last")
@@ -34,18 +35,33 @@ def eager(inputs: Inputs) -> torch.Tensor:
 
 
 def fused(inputs: Inputs) -> torch.Tensor:
-    return ops.group_norm_silu(inputs["x"], inputs["groups"], inputs["weight"], inputs["bias"], inputs["eps"],
-                               silu=inputs["silu"], add=inputs["temb"])
+    return ops.group_norm_silu(
+        inputs["x"],
+        inputs["groups"],
+        inputs["weight"],
+        inputs["bias"],
+        inputs["eps"],
+        silu=inputs["silu"],
+        add=inputs["temb"],
+    )
 
 
 def fp32_reference(inputs: Inputs) -> torch.Tensor:
     temb = None if inputs["temb"] is None else inputs["temb"].float()
-    return reference.group_norm_silu(inputs["x"].float(), inputs["groups"], inputs["weight"].float(),
-                                     inputs["bias"].float(), inputs["eps"], inputs["silu"], temb)
+    return reference.group_norm_silu(
+        inputs["x"].float(),
+        inputs["groups"],
+        inputs["weight"].float(),
+        inputs["bias"].float(),
+        inputs["eps"],
+        inputs["silu"],
+        temb,
+    )
 
 
-def make_case(shape: sd_shapes.GroupNormShape, dtype: str, layout: str, sm_count: int,
-              with_inductor: bool = False) -> Case:
+def make_case(
+    shape: sd_shapes.GroupNormShape, dtype: str, layout: str, sm_count: int, with_inductor: bool = False
+) -> Case:
     torch_dtype = DTYPES[dtype]
 
     def make_inputs(device: torch.device) -> Inputs:
@@ -57,26 +73,53 @@ def make_case(shape: sd_shapes.GroupNormShape, dtype: str, layout: str, sm_count
             x = torch.randn(shape.shape, dtype=torch_dtype, device=device)
             if layout == "channels_last":
                 x = x.to(memory_format=torch.channels_last)
-        return {"x": x, "groups": shape.groups, "eps": shape.eps, "silu": shape.silu,
-                "weight": 1 + 0.1 * torch.randn(channels, dtype=torch_dtype, device=device),
-                "bias": 0.1 * torch.randn(channels, dtype=torch_dtype, device=device),
-                "temb": torch.randn(batch, channels, dtype=torch_dtype, device=device) if shape.add else None}
+        return {
+            "x": x,
+            "groups": shape.groups,
+            "eps": shape.eps,
+            "silu": shape.silu,
+            "weight": 1 + 0.1 * torch.randn(channels, dtype=torch_dtype, device=device),
+            "bias": 0.1 * torch.randn(channels, dtype=torch_dtype, device=device),
+            "temb": torch.randn(batch, channels, dtype=torch_dtype, device=device) if shape.add else None,
+        }
 
     providers = {"sdkernels": fused, "eager": eager}
     if with_inductor:
         providers["inductor"] = inductor(eager)
     floor = traffic.group_norm_traffic(shape, dtype, sm_count).floor
-    return Case(KERNEL, shape.label, shape.model, shape.component, dtype, layout, shape.calls, make_inputs,
-                providers, fp32_reference, floor)
+    return Case(
+        KERNEL,
+        shape.label,
+        shape.model,
+        shape.component,
+        dtype,
+        layout,
+        shape.calls,
+        make_inputs,
+        providers,
+        fp32_reference,
+        floor,
+    )
 
 
-def build_cases(models: list[str], dtype: str, layouts: tuple[str, ...] = LAYOUTS, sm_count: int | None = None,
-                with_inductor: bool = False) -> list[Case]:
+def build_cases(
+    models: list[str],
+    dtype: str,
+    layouts: tuple[str, ...] = LAYOUTS,
+    sm_count: int | None = None,
+    with_inductor: bool = False,
+) -> list[Case]:
     if sm_count is None:
-        sm_count = (torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available()
-                    else gn_kernel.DEFAULT_SM_COUNT)
-    return [make_case(shape, dtype, layout, sm_count, with_inductor)
-            for shape in sd_shapes.group_norm_shapes(models) for layout in layouts]
+        sm_count = (
+            torch.cuda.get_device_properties(0).multi_processor_count
+            if torch.cuda.is_available()
+            else gn_kernel.DEFAULT_SM_COUNT
+        )
+    return [
+        make_case(shape, dtype, layout, sm_count, with_inductor)
+        for shape in sd_shapes.group_norm_shapes(models)
+        for layout in layouts
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         return run_benchmark([], args, [KERNEL])
-    cases = build_cases(args.models.split(","), args.dtype, tuple(args.layouts.split(",")),
-                        with_inductor=args.inductor)
+    cases = build_cases(args.models.split(","), args.dtype, tuple(args.layouts.split(",")), with_inductor=args.inductor)
     return run_benchmark(select(cases, args), args, [KERNEL])
 
 

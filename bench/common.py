@@ -25,10 +25,34 @@ RESULTS = Path(__file__).resolve().parent / "results"
 NO_CUDA_MESSAGE = "no CUDA device: GPU timings skipped"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEY_COLUMNS = ("kernel", "provider", "shape", "dtype", "layout", "gpu_name")
-CSV_COLUMNS = ("kernel", "provider", "shape", "model", "component", "dtype", "layout", "calls", "p50_ms", "p20_ms",
-               "p80_ms", "gbps", "tflops", "metric", "peak", "peak_fraction", "sdkernels_speedup", "max_abs_err_fp32",
-               "max_abs_diff_vs_sdkernels", "note", "gpu_name", "torch", "triton", "diffusers", "sdkernels",
-               "timestamp")
+CSV_COLUMNS = (
+    "kernel",
+    "provider",
+    "shape",
+    "model",
+    "component",
+    "dtype",
+    "layout",
+    "calls",
+    "p50_ms",
+    "p20_ms",
+    "p80_ms",
+    "gbps",
+    "tflops",
+    "metric",
+    "peak",
+    "peak_fraction",
+    "sdkernels_speedup",
+    "max_abs_err_fp32",
+    "max_abs_diff_vs_sdkernels",
+    "note",
+    "gpu_name",
+    "torch",
+    "triton",
+    "diffusers",
+    "sdkernels",
+    "timestamp",
+)
 
 Timer = Callable[[Callable[[], Any]], tuple[float, float, float]]
 Inputs = dict[str, Any]
@@ -48,11 +72,14 @@ class Peaks:
     matmul_tflops: float  # square matmul in the benchmark dtype
 
 
-def measure_peaks(device: torch.device, dtype: torch.dtype, timer: Timer = cuda_timer,
-                  copy_bytes: int = 1 << 30, matmul_n: int = 8192) -> Peaks:
+def measure_peaks(
+    device: torch.device, dtype: torch.dtype, timer: Timer = cuda_timer, copy_bytes: int = 1 << 30, matmul_n: int = 8192
+) -> Peaks:
     """This GPU's measured (not datasheet) copy bandwidth and matrix rate: the denominators of peak_fraction."""
-    return Peaks(2 * copy_bytes / _copy_ms(device, copy_bytes, timer) / 1e6,
-                 2 * matmul_n**3 / _matmul_ms(device, dtype, matmul_n, timer) / 1e9)
+    return Peaks(
+        2 * copy_bytes / _copy_ms(device, copy_bytes, timer) / 1e6,
+        2 * matmul_n**3 / _matmul_ms(device, dtype, matmul_n, timer) / 1e9,
+    )
 
 
 def _copy_ms(device: torch.device, copy_bytes: int, timer: Timer) -> float:
@@ -74,9 +101,14 @@ def environment(device: torch.device) -> dict[str, str]:
     import sdkernels
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return {"gpu_name": name, "torch": torch.__version__, "triton": triton.__version__,
-            "diffusers": diffusers.__version__, "sdkernels": sdkernels.__version__,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "gpu_name": name,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "diffusers": diffusers.__version__,
+        "sdkernels": sdkernels.__version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 @dataclass
@@ -134,19 +166,37 @@ def run_case(case: Case, device: torch.device, timer: Timer, peaks: Peaks, env: 
     ours = timings.get("sdkernels")
     rows = []
     for provider in case.providers:
-        row: dict[str, Any] = {"kernel": case.kernel, "provider": provider, "shape": case.label, "model": case.model,
-                               "component": case.component, "dtype": case.dtype, "layout": case.layout,
-                               "calls": case.calls, "note": notes.get(provider, ""), **env}
+        row: dict[str, Any] = {
+            "kernel": case.kernel,
+            "provider": provider,
+            "shape": case.label,
+            "model": case.model,
+            "component": case.component,
+            "dtype": case.dtype,
+            "layout": case.layout,
+            "calls": case.calls,
+            "note": notes.get(provider, ""),
+            **env,
+        }
         if provider in timings:
             p50, p20, p80 = timings[provider]
             gbps, tflops = case.floor_bytes / p50 / 1e6, case.flops / p50 / 1e9
-            metric, value, peak = ("TFLOP/s", tflops, peaks.matmul_tflops) if case.flops else \
-                ("GB/s", gbps, peaks.copy_gbps)
-            row.update(p50_ms=p50, p20_ms=p20, p80_ms=p80, gbps=gbps, tflops=tflops if case.flops else "",
-                       metric=metric, peak=peak, peak_fraction=value / peak,
-                       sdkernels_speedup=p50 / ours[0] if ours else "",
-                       max_abs_err_fp32=_max_abs(outputs[provider], reference),
-                       max_abs_diff_vs_sdkernels=_max_abs(outputs[provider], outputs["sdkernels"]) if ours else "")
+            metric, value, peak = (
+                ("TFLOP/s", tflops, peaks.matmul_tflops) if case.flops else ("GB/s", gbps, peaks.copy_gbps)
+            )
+            row.update(
+                p50_ms=p50,
+                p20_ms=p20,
+                p80_ms=p80,
+                gbps=gbps,
+                tflops=tflops if case.flops else "",
+                metric=metric,
+                peak=peak,
+                peak_fraction=value / peak,
+                sdkernels_speedup=p50 / ours[0] if ours else "",
+                max_abs_err_fp32=_max_abs(outputs[provider], reference),
+                max_abs_diff_vs_sdkernels=_max_abs(outputs[provider], outputs["sdkernels"]) if ours else "",
+            )
         rows.append(row)
     return rows
 
@@ -156,8 +206,10 @@ def format_row(row: dict) -> str:
         return f"{row['shape']:58s} {row['provider']:19s} {row['note']}"
     value = row["tflops"] if row["metric"] == "TFLOP/s" else row["gbps"]
     speedup = f"sdkernels x{row['sdkernels_speedup']:.2f}" if row["sdkernels_speedup"] != "" else ""
-    return (f"{row['shape']:58s} {row['provider']:19s} {row['p50_ms']:9.4f} ms  {value:8.1f} {row['metric']:7s} "
-            f"({row['peak_fraction']:5.1%} of measured peak)  {speedup:16s} err {row['max_abs_err_fp32']:.2e}")
+    return (
+        f"{row['shape']:58s} {row['provider']:19s} {row['p50_ms']:9.4f} ms  {value:8.1f} {row['metric']:7s} "
+        f"({row['peak_fraction']:5.1%} of measured peak)  {speedup:16s} err {row['max_abs_err_fp32']:.2e}"
+    )
 
 
 def summarize(rows: Iterable[dict]) -> list[str]:
@@ -165,10 +217,13 @@ def summarize(rows: Iterable[dict]) -> list[str]:
     totals: dict[tuple, float] = defaultdict(float)
     for row in rows:
         if row.get("p50_ms", "") != "":
-            totals[(row["kernel"], row["model"], row["component"], row["layout"], row["provider"])] += \
-                float(row["p50_ms"]) * int(row["calls"])
-    return [f"{k} {m}-{c} [{layout}] {p:19s} {ms:9.3f} ms per pass (sum of p50 x calls)"
-            for (k, m, c, layout, p), ms in sorted(totals.items())]
+            totals[(row["kernel"], row["model"], row["component"], row["layout"], row["provider"])] += float(
+                row["p50_ms"]
+            ) * int(row["calls"])
+    return [
+        f"{k} {m}-{c} [{layout}] {p:19s} {ms:9.3f} ms per pass (sum of p50 x calls)"
+        for (k, m, c, layout, p), ms in sorted(totals.items())
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------- CSV
@@ -179,8 +234,9 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def save_rows(rows: Sequence[dict], path: Path, columns: Sequence[str] = CSV_COLUMNS,
-              key: Sequence[str] = KEY_COLUMNS) -> None:
+def save_rows(
+    rows: Sequence[dict], path: Path, columns: Sequence[str] = CSV_COLUMNS, key: Sequence[str] = KEY_COLUMNS
+) -> None:
     """Merge rows into the CSV: a new row replaces an old one with the same key (same GPU, kernel, provider, shape,
     dtype, layout); rows of other GPUs and shapes are kept."""
     new_keys = {tuple(str(row.get(k, "")) for k in key) for row in rows}
@@ -204,8 +260,13 @@ def plot_speedups(rows: Sequence[dict], kernel: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [r for r in rows if r["kernel"] == kernel and r["provider"] != "sdkernels"
-             and str(r.get("sdkernels_speedup", "")) not in ("", "nan")]
+    timed = [
+        r
+        for r in rows
+        if r["kernel"] == kernel
+        and r["provider"] != "sdkernels"
+        and str(r.get("sdkernels_speedup", "")) not in ("", "nan")
+    ]
     if not timed:
         return False
     # one bar series per baseline (and per layout when several were run), one group of bars per shape
@@ -242,7 +303,7 @@ def no_cuda(kernels: Sequence[str]) -> int:
     (registers, spills, shared memory on sm_80/sm_90), and exit 0."""
     print(NO_CUDA_MESSAGE)
     try:
-        from sdkernels.compile_report import main as compile_report_main
+        from sdkernels.tools.compile_report import main as compile_report_main
     except ImportError as exc:
         print(f"compile report unavailable ({exc}); nothing else to do without a GPU")
         return 0
@@ -268,8 +329,14 @@ def select(cases: list[Case], args: argparse.Namespace) -> list[Case]:
     return cases[: args.limit] if args.limit else cases
 
 
-def run_benchmark(cases: list[Case], args: argparse.Namespace, kernels: Sequence[str],
-                  timer: Timer = cuda_timer, device: torch.device | None = None, peaks: Peaks | None = None) -> int:
+def run_benchmark(
+    cases: list[Case],
+    args: argparse.Namespace,
+    kernels: Sequence[str],
+    timer: Timer = cuda_timer,
+    device: torch.device | None = None,
+    peaks: Peaks | None = None,
+) -> int:
     """Run the cases on the GPU (or the given device with a given timer and peaks), merge the CSV, print per-pass
     totals and plot each kernel's speedups."""
     if device is None:
@@ -279,8 +346,10 @@ def run_benchmark(cases: list[Case], args: argparse.Namespace, kernels: Sequence
     env = environment(device)
     if peaks is None:
         peaks = measure_peaks(device, DTYPES[args.dtype], timer)
-    print(f"{env['gpu_name']}: measured copy {peaks.copy_gbps:.0f} GB/s, {args.dtype} matmul "
-          f"{peaks.matmul_tflops:.1f} TFLOP/s; torch {env['torch']}, triton {env['triton']}")
+    print(
+        f"{env['gpu_name']}: measured copy {peaks.copy_gbps:.0f} GB/s, {args.dtype} matmul "
+        f"{peaks.matmul_tflops:.1f} TFLOP/s; torch {env['torch']}, triton {env['triton']}"
+    )
     rows: list[dict] = []
     for case in cases:
         case_rows = run_case(case, device, timer, peaks, env)

@@ -13,11 +13,15 @@ import torch
 
 from bench import bench_attention, bench_geglu, bench_group_norm
 from bench.common import NO_CUDA_MESSAGE, Case
-from sdkernels import sd_shapes
+from sdkernels.tools import sd_shapes
 
-pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA_MESSAGE),
-              pytest.mark.skipif(importlib.util.find_spec("pytest_benchmark") is None,
-                                 reason="pytest-benchmark is not installed (pip install -e '.[test]')")]
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA_MESSAGE),
+    pytest.mark.skipif(
+        importlib.util.find_spec("pytest_benchmark") is None,
+        reason="pytest-benchmark is not installed (pip install -e '.[test]')",
+    ),
+]
 
 
 def _representative() -> dict[str, Case]:
@@ -39,8 +43,12 @@ def _representative() -> dict[str, Case]:
 
 
 CASES = _representative()
-PROVIDERS = [(name, provider) for name, case in CASES.items() for provider in ("sdkernels", "eager", "sdpa")
-             if provider in case.providers]
+PROVIDERS = [
+    (name, provider)
+    for name, case in CASES.items()
+    for provider in ("sdkernels", "eager", "sdpa")
+    if provider in case.providers
+]
 
 
 @pytest.mark.parametrize("case, provider", PROVIDERS, ids=[f"{n} {p}" for n, p in PROVIDERS])
@@ -55,6 +63,7 @@ def test_kernel_speed(benchmark, case: str, provider: str) -> None:
         fn(inputs)
         torch.cuda.synchronize()
 
-    benchmark.extra_info.update(kernel=spec.kernel, shape=spec.label, layout=spec.layout, provider=provider,
-                                gpu=torch.cuda.get_device_name())
+    benchmark.extra_info.update(
+        kernel=spec.kernel, shape=spec.label, layout=spec.layout, provider=provider, gpu=torch.cuda.get_device_name()
+    )
     benchmark.pedantic(run, rounds=50, warmup_rounds=5)

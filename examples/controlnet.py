@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 # The examples folder is on sys.path when this runs as `python examples/controlnet.py`.
 from txt2img import DTYPES, base_parser, compare_and_save, explain_fallback, load_pipeline, tiny_settings  # noqa: E402
 
-from sdkernels.tiny import make_control_image, make_controlnet_pipeline, run_pipeline  # noqa: E402
+from sdkernels.testing.tiny import make_control_image, make_controlnet_pipeline, run_pipeline  # noqa: E402
 
 
 def load_controlnet(path: Path, dtype: torch.dtype, config: Path | None) -> ControlNetModel:
@@ -42,8 +42,9 @@ def load_controlnet(path: Path, dtype: torch.dtype, config: Path | None) -> Cont
     try:
         if path.is_dir():
             return ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-        return ControlNetModel.from_single_file(path, config=str(config) if config else None, torch_dtype=dtype,
-                                                local_files_only=True)
+        return ControlNetModel.from_single_file(
+            path, config=str(config) if config else None, torch_dtype=dtype, local_files_only=True
+        )
     except (OSError, ValueError) as error:
         raise SystemExit(f"could not load the ControlNet {path} from local files: {error}") from error
 
@@ -59,11 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is not None and args.controlnet is not None and torch.cuda.is_available():
         dtype = DTYPES[args.dtype]
         controlnet = load_controlnet(args.controlnet, dtype, args.controlnet_config)
-        pipe = load_pipeline(args.model, (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline),
-                             dtype, args.config, controlnet=controlnet)
+        pipe = load_pipeline(
+            args.model,
+            (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline),
+            dtype,
+            args.config,
+            controlnet=controlnet,
+        )
         args.size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        print(f"{type(pipe).__name__} from {args.model} + {args.controlnet}: {args.size}x{args.size}, "
-              f"{args.steps} steps, {args.dtype}")
+        print(
+            f"{type(pipe).__name__} from {args.model} + {args.controlnet}: {args.size}x{args.size}, "
+            f"{args.steps} steps, {args.dtype}"
+        )
     else:
         if args.controlnet is None:
             args.model = None  # both paths are needed
@@ -77,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         control_image = make_control_image(args.size, args.seed)
 
     def call() -> Any:
-        return run_pipeline(pipe, steps=args.steps, size=args.size, seed=args.seed, prompt=args.prompt,
-                            image=control_image).images[0]
+        return run_pipeline(
+            pipe, steps=args.steps, size=args.size, seed=args.seed, prompt=args.prompt, image=control_image
+        ).images[0]
 
     return compare_and_save(pipe, call, args)
 

@@ -36,8 +36,8 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # noqa: E402
 
 from sdkernels import _dispatch  # noqa: E402
-from sdkernels.demo import DTYPES, compare_patched, print_timings, side_by_side  # noqa: E402
-from sdkernels.tiny import make_sd_pipeline, run_pipeline  # noqa: E402
+from sdkernels.testing.demo import DTYPES, compare_patched, print_timings, side_by_side  # noqa: E402
+from sdkernels.testing.tiny import make_sd_pipeline, run_pipeline  # noqa: E402
 
 TINY_STEPS, TINY_SIZE = 2, 64
 
@@ -67,8 +67,14 @@ def is_sdxl(model: Path) -> bool:
         return any(key.startswith("conditioner.embedders.1.") for key in checkpoint.keys())
 
 
-def load_pipeline(model: Path, classes: tuple[type, type], dtype: torch.dtype, config: Path | None,
-                  device: str = "cuda", **components: Any) -> DiffusionPipeline:
+def load_pipeline(
+    model: Path,
+    classes: tuple[type, type],
+    dtype: torch.dtype,
+    config: Path | None,
+    device: str = "cuda",
+    **components: Any,
+) -> DiffusionPipeline:
     """Load `model` with classes[1] if it is SDXL, else classes[0], strictly from local files, onto `device`."""
     if not model.exists():
         raise SystemExit(f"{model} does not exist (expected a diffusers folder or a .safetensors file)")
@@ -92,8 +98,10 @@ def explain_fallback(args: argparse.Namespace, needs: str) -> None:
     missing = [] if torch.cuda.is_available() else ["a CUDA GPU"]
     if args.model is None:
         missing.append(needs)
-    print(f"this example needs {' and '.join(missing)}; running the tiny random-weight pipeline instead "
-          f"({TINY_SIZE}x{TINY_SIZE}, {TINY_STEPS} steps).")
+    print(
+        f"this example needs {' and '.join(missing)}; running the tiny random-weight pipeline instead "
+        f"({TINY_SIZE}x{TINY_SIZE}, {TINY_STEPS} steps)."
+    )
     if not torch.cuda.is_available() and _dispatch.INTERPRET:
         print("on CPU the patched run goes through the Triton interpreter: expect a few minutes.")
 
@@ -112,8 +120,9 @@ def compare_and_save(pipe: DiffusionPipeline, call: Callable[[], Any], args: arg
     device = pipe.device
     repeats = args.repeats if device.type == "cuda" else 1
     comparison = compare_patched(pipe, call, repeats=repeats)
-    print(f"max |patched - unpatched| = {comparison.max_difference:.3g} (pixel values in [0, 1]; "
-          f"1/255 = {1 / 255:.3g})")
+    print(
+        f"max |patched - unpatched| = {comparison.max_difference:.3g} (pixel values in [0, 1]; 1/255 = {1 / 255:.3g})"
+    )
     print_timings(comparison, device)
     side_by_side(comparison.unpatched, comparison.patched).save(args.out)
     print(f"saved [unpatched | patched | |difference| scaled to max] to {args.out}")
@@ -123,8 +132,9 @@ def compare_and_save(pipe: DiffusionPipeline, call: Callable[[], Any], args: arg
 def main(argv: list[str] | None = None) -> int:
     args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
     if args.model is not None and torch.cuda.is_available():
-        pipe = load_pipeline(args.model, (StableDiffusionPipeline, StableDiffusionXLPipeline), DTYPES[args.dtype],
-                             args.config)
+        pipe = load_pipeline(
+            args.model, (StableDiffusionPipeline, StableDiffusionXLPipeline), DTYPES[args.dtype], args.config
+        )
         args.size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
         print(f"{type(pipe).__name__} from {args.model}: {args.size}x{args.size}, {args.steps} steps, {args.dtype}")
     else:

@@ -7,11 +7,16 @@ import os
 import sys
 
 COMMANDS = {
-    "demo": ("sdkernels.demo", "patch a tiny offline SD pipeline, print the report and the patched-vs-unpatched "
-                               "difference, save the image"),
-    "compile-report": ("sdkernels.compile_report", "compile every shipped kernel config for sm_80/sm_90 (no GPU "
-                                                   "needed) and report registers, spills, shared memory, MMA"),
-    "traffic": ("sdkernels.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
+    "demo": (
+        "sdkernels.testing.demo",
+        "patch a tiny offline SD pipeline, print the report and the patched-vs-unpatched difference, save the image",
+    ),
+    "compile-report": (
+        "sdkernels.tools.compile_report",
+        "compile every shipped kernel config for sm_80/sm_90 (no GPU "
+        "needed) and report registers, spills, shared memory, MMA",
+    ),
+    "traffic": ("sdkernels.tools.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
 }
 
 

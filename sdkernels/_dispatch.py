@@ -21,6 +21,25 @@ _fallback_lock = threading.Lock()
 _fallback_counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
+# The Triton interpreter gets bf16 wrong (tl.dot multiplies raw bit patterns, casts truncate). The fixes live with
+# the test fixtures (sdkernels.testing.interpreter), which the runtime never imports; until they are applied, bf16
+# on the interpreter takes the PyTorch reference instead of a silently wrong kernel.
+_interpreter_bf16_fixed = False
+
+
+def mark_interpreter_bf16_fixed() -> None:
+    """Called by sdkernels.testing.interpreter.apply_interpreter_fixes once the interpreter computes bf16 right."""
+    global _interpreter_bf16_fixed
+    _interpreter_bf16_fixed = True
+
+
+def interpreter_bf16_problem(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why a bf16 tensor on `device` cannot take the interpreted kernel, or None."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and INTERPRET and not _interpreter_bf16_fixed:
+        return "bf16 under the Triton interpreter needs sdkernels.testing.interpreter.apply_interpreter_fixes()"
+    return None
+
+
 def use_triton(device: torch.device) -> bool:
     """True when a tensor on `device` should go through the Triton kernel."""
     return device.type == "cuda" or (device.type == "cpu" and INTERPRET)

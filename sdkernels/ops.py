@@ -11,7 +11,7 @@ import math
 import torch
 
 from sdkernels import reference
-from sdkernels._dispatch import note_fallback, use_triton
+from sdkernels._dispatch import interpreter_bf16_problem, note_fallback, use_triton
 
 Tensor = torch.Tensor
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -34,29 +34,44 @@ def _kernel_ok(op: str, device: torch.device, dtype: torch.dtype) -> bool:
     if dtype not in KERNEL_DTYPES:
         note_fallback(op, f"dtype {dtype} has no kernel")
         return False
+    problem = interpreter_bf16_problem(device, dtype)
+    if problem is not None:
+        note_fallback(op, problem)
+        return False
     return True
 
 
 # ----------------------------------------------------------------------------------------------- GroupNorm + SiLU
-def _check_group_norm(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None,
-                      add: Tensor | None) -> None:
+def _check_group_norm(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, add: Tensor | None
+) -> None:
     op = "group_norm_silu"
     _check(x.dim() >= 2, op, f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
     _check(x.is_floating_point(), op, f"x must be a float tensor, got {x.dtype}")
     channels = x.shape[1]
-    _check(num_groups > 0 and channels % num_groups == 0, op,
-           f"num_groups={num_groups} must divide the {channels} channels of x")
+    _check(
+        num_groups > 0 and channels % num_groups == 0,
+        op,
+        f"num_groups={num_groups} must divide the {channels} channels of x",
+    )
     for name, p in (("weight", weight), ("bias", bias)):
-        _check(p is None or tuple(p.shape) == (channels,), op,
-               f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}")
-    _check(add is None or tuple(add.shape) == (x.shape[0], channels), op,
-           f"add must have shape (N, C) = {(x.shape[0], channels)}, got {None if add is None else tuple(add.shape)}")
+        _check(
+            p is None or tuple(p.shape) == (channels,),
+            op,
+            f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
+        )
+    _check(
+        add is None or tuple(add.shape) == (x.shape[0], channels),
+        op,
+        f"add must have shape (N, C) = {(x.shape[0], channels)}, got {None if add is None else tuple(add.shape)}",
+    )
     _check_same_device(op, x=x, weight=weight, bias=bias, add=add)
 
 
 @torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
-def _group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
-                     silu: bool, add: Tensor | None) -> Tensor:
+def _group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
     if _kernel_ok("group_norm_silu", x.device, x.dtype):
         from sdkernels.kernels.group_norm import group_norm_silu as kernel
 
@@ -69,8 +84,16 @@ def _(x, num_groups, weight, bias, eps, silu, add):
     return torch.empty_like(x)
 
 
-def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
-                    eps: float = 1e-5, *, silu: bool = True, add: Tensor | None = None) -> Tensor:
+def group_norm_silu(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    silu: bool = True,
+    add: Tensor | None = None,
+) -> Tensor:
     """SiLU(GroupNorm(x + add[:, :, None, None])) in one pass, statistics in fp32.
 
     x: (N, C, *spatial) fp32/fp16/bf16, contiguous or channels_last (read in place); output has x's dtype and
@@ -95,11 +118,15 @@ def _check_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) 
         _check(t.dim() == 4, op, f"{name} must be (B, H, L, D), got shape {tuple(t.shape)}")
         _check(t.is_floating_point(), op, f"{name} must be a float tensor, got {t.dtype}")
     _check(q.dtype == k.dtype == v.dtype, op, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
-    _check(q.shape[:2] == k.shape[:2] == v.shape[:2], op,
-           f"batch and heads must match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    _check(
+        q.shape[:2] == k.shape[:2] == v.shape[:2],
+        op,
+        f"batch and heads must match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}",
+    )
     _check(k.shape[2] == v.shape[2], op, f"k and v lengths differ: {k.shape[2]} vs {v.shape[2]}")
-    _check(q.shape[3] == k.shape[3] == v.shape[3], op,
-           f"head dims differ: q {q.shape[3]}, k {k.shape[3]}, v {v.shape[3]}")
+    _check(
+        q.shape[3] == k.shape[3] == v.shape[3], op, f"head dims differ: q {q.shape[3]}, k {k.shape[3]}, v {v.shape[3]}"
+    )
     _check(k.shape[2] > 0, op, "k and v must have at least one key")
     if attn_bias is not None:
         _check(attn_bias.is_floating_point(), op, f"attn_bias must be an additive float bias, got {attn_bias.dtype}")
@@ -131,8 +158,9 @@ def _(q, k, v, scale, attn_bias):
     return q.new_empty(batch, lq, heads, v.shape[-1]).transpose(1, 2)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
-              attn_bias: Tensor | None = None) -> Tensor:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, attn_bias: Tensor | None = None
+) -> Tensor:
     """softmax(q kᵀ · scale + attn_bias) v, accumulated in fp32, without materialising the Lq×Lk matrix.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); any strides with a unit last stride are read in place. scale defaults
@@ -151,15 +179,22 @@ def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     op = "geglu"
     _check(x.dim() >= 1 and x.is_floating_point(), op, f"x must be a float tensor (..., dim), got {x.dtype}")
     _check(weight.dim() == 2, op, f"weight must be (2*inner, dim), got shape {tuple(weight.shape)}")
-    _check(weight.shape[1] == x.shape[-1], op,
-           f"weight has in_features {weight.shape[1]} but x has dim {x.shape[-1]}")
-    _check(weight.shape[0] % 2 == 0 and weight.shape[0] > 0, op,
-           f"weight rows ({weight.shape[0]}) must be 2*inner (value rows, then gate rows)")
-    _check(bias is None or tuple(bias.shape) == (weight.shape[0],), op,
-           f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}")
-    _check(weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype), op,
-           f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, "
-           f"{None if bias is None else bias.dtype}")
+    _check(weight.shape[1] == x.shape[-1], op, f"weight has in_features {weight.shape[1]} but x has dim {x.shape[-1]}")
+    _check(
+        weight.shape[0] % 2 == 0 and weight.shape[0] > 0,
+        op,
+        f"weight rows ({weight.shape[0]}) must be 2*inner (value rows, then gate rows)",
+    )
+    _check(
+        bias is None or tuple(bias.shape) == (weight.shape[0],),
+        op,
+        f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}",
+    )
+    _check(
+        weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype),
+        op,
+        f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, {None if bias is None else bias.dtype}",
+    )
     _check_same_device(op, x=x, weight=weight, bias=bias)
 
 

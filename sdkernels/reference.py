@@ -14,15 +14,23 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def group_norm_silu(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                    eps: float, silu: bool = True, add: torch.Tensor | None = None) -> torch.Tensor:
+def group_norm_silu(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    silu: bool = True,
+    add: torch.Tensor | None = None,
+) -> torch.Tensor:
     """GroupNorm(x + add[:, :, None, ...]) followed by SiLU when `silu`. `add` is (N, C)."""
     cd = compute_dtype(x.dtype)
     h = x.to(cd)
     if add is not None:
         h = h + add.to(cd).reshape(x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
-    y = F.group_norm(h, num_groups, None if weight is None else weight.to(cd), None if bias is None else bias.to(cd),
-                     eps)
+    y = F.group_norm(
+        h, num_groups, None if weight is None else weight.to(cd), None if bias is None else bias.to(cd), eps
+    )
     if silu:
         y = F.silu(y)
     out = torch.empty_like(x)
@@ -30,8 +38,9 @@ def group_norm_silu(x: torch.Tensor, num_groups: int, weight: torch.Tensor | Non
     return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-              attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None, attn_bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax(q kᵀ · scale + attn_bias) v for (B, H, L, D) tensors, returned in the (B, Lq, H, D)-strided layout
     the custom op uses, so `.transpose(1, 2)` of the result is contiguous."""
     cd = compute_dtype(q.dtype)

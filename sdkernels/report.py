@@ -27,8 +27,13 @@ class PatchReport:
     plumbing: list[nn.Module] = field(default_factory=list, repr=False)  # patched by rules not shown in the table
 
     def count(self, kind: str | None = None, status: str = "patched", component: str | None = None) -> int:
-        return sum(1 for r in self.results if r.status == status and (kind is None or r.kind == kind)
-                   and (component is None or r.component == component))
+        return sum(
+            1
+            for r in self.results
+            if r.status == status
+            and (kind is None or r.kind == kind)
+            and (component is None or r.component == component)
+        )
 
     @property
     def left_alone(self) -> list[SiteResult]:

@@ -14,7 +14,9 @@ os.environ.setdefault("SDKERNELS_AOT_CACHE", os.path.join(os.path.dirname(__file
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import sdkernels.kernels  # noqa: E402,F401  (applies the interpreter fixes)
+from sdkernels.testing.interpreter import apply_interpreter_fixes  # noqa: E402
+
+apply_interpreter_fixes()  # bf16 right under the interpreter (and faster helper calls)
 
 # One thread: the interpreter's timings swing 2 s -> 15 s with default threading on 2 cores.
 torch.set_num_threads(1)

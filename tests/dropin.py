@@ -22,7 +22,14 @@ from diffusers.models.activations import GEGLU
 from diffusers.models.attention_processor import Attention
 from diffusers.utils import torch_utils
 
-from sdkernels.tiny.components import TEXT_HIDDEN, TEXT_LEN, make_scheduler, make_text_encoder, make_tokenizer, seeded
+from sdkernels.testing.tiny.components import (
+    TEXT_HIDDEN,
+    TEXT_LEN,
+    make_scheduler,
+    make_text_encoder,
+    make_tokenizer,
+    seeded,
+)
 
 SMALL_GROUPS = 8
 
@@ -33,11 +40,18 @@ def small_unet(*, seed: int = 0, in_channels: int = 4) -> UNet2DConditionModel:
     128 numbers (well conditioned: fp32 vs fp64 differ by rounding, not by amplified noise)."""
     with seeded(seed):
         return UNet2DConditionModel(
-            sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1,
+            sample_size=8,
+            in_channels=in_channels,
+            out_channels=4,
+            layers_per_block=1,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            block_out_channels=(32, 64), norm_num_groups=SMALL_GROUPS, attention_head_dim=2,
-            cross_attention_dim=TEXT_HIDDEN, act_fn="silu", norm_eps=1e-5,
+            block_out_channels=(32, 64),
+            norm_num_groups=SMALL_GROUPS,
+            attention_head_dim=2,
+            cross_attention_dim=TEXT_HIDDEN,
+            act_fn="silu",
+            norm_eps=1e-5,
         ).eval()
 
 
@@ -45,9 +59,16 @@ def small_vae(*, seed: int = 0) -> AutoencoderKL:
     """A 2-level AutoencoderKL (factor 2) with the mid-block attention (one head of dim 64, its own GroupNorm)."""
     with seeded(seed):
         return AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
-            latent_channels=4, norm_num_groups=SMALL_GROUPS, act_fn="silu", sample_size=16,
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=SMALL_GROUPS,
+            act_fn="silu",
+            sample_size=16,
         ).eval()
 
 
@@ -55,15 +76,23 @@ def small_sd_pipeline() -> StableDiffusionPipeline:
     """A StableDiffusionPipeline around small_unet and small_vae (for the pipeline-level APIs: load_lora_weights,
     fuse_qkv_projections, to(), attention slicing, offload)."""
     tokenizer = make_tokenizer()
-    pipe = StableDiffusionPipeline(vae=small_vae(), text_encoder=make_text_encoder(tokenizer), tokenizer=tokenizer,
-                                   unet=small_unet(), scheduler=make_scheduler(), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=small_vae(),
+        text_encoder=make_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=small_unet(),
+        scheduler=make_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def unet_inputs(unet: nn.Module, *, batch: int = 1, size: int = 8, seed: int = 1,
-                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def unet_inputs(
+    unet: nn.Module, *, batch: int = 1, size: int = 8, seed: int = 1, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sample, timesteps, encoder_hidden_states) with 77 text tokens, drawn in fp32 and cast to `dtype`."""
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randn(batch, unet.config.in_channels, size, size, generator=generator)
@@ -114,13 +143,17 @@ def dtype_independent_noise(round_to: torch.dtype = torch.float32) -> Iterator[N
     fp64 reference pipeline would not see the noise the low-precision one sees."""
     original = torch_utils.randn_tensor
 
-    def randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: torch.dtype | None = None,
-                     layout: Any = None) -> torch.Tensor:
+    def randn_tensor(
+        shape: Any, generator: Any = None, device: Any = None, dtype: torch.dtype | None = None, layout: Any = None
+    ) -> torch.Tensor:
         drawn = original(shape, generator=generator, device=device, dtype=torch.float32, layout=layout)
         return drawn.to(round_to).to(dtype or torch.float32)
 
-    users = [m for name, m in list(sys.modules.items())
-             if name.startswith("diffusers") and getattr(m, "randn_tensor", None) is original]
+    users = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("diffusers") and getattr(m, "randn_tensor", None) is original
+    ]
     for module in users:
         module.randn_tensor = randn_tensor
     try:

@@ -34,8 +34,9 @@ def attend(q, k, v, *, scale=None, bias=None, via="ops"):
 def sdpa_pair(q, k, v, scale=None, bias=None):
     """PyTorch's own result in the inputs' dtype (bias rounded to it, as SDPA requires) and the fp64 reference."""
     same = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), scale=scale)
-    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale,
-                                         attn_mask=None if bias is None else bias.double())
+    ref = F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), scale=scale, attn_mask=None if bias is None else bias.double()
+    )
     return same, ref
 
 
@@ -59,19 +60,34 @@ def qkv(batch, heads, lq, lk, head_dim, dtype, magnitude=1.0):
 
 # head dim, dtype, (B, H, Lq, Lk), entry point. Lk 77 = SD cross-attention; 1, 129, 150 odd; 64/128/256 even tiles.
 CASES = [
-    (40, FP16, (2, 3, 150, 77), "ops"), (40, BF16, (1, 2, 129, 129), "torch.ops"), (40, FP32, (1, 2, 77, 150), "ops"),
-    (64, FP16, (1, 2, 256, 256), "torch.ops"), (64, BF16, (2, 1, 1, 77), "ops"), (64, FP16, (1, 1, 5, 1), "ops"),
-    (80, FP16, (1, 2, 150, 77), "ops"), (80, BF16, (1, 2, 128, 128), "torch.ops"),
-    (160, FP16, (1, 2, 129, 77), "torch.ops"), (160, BF16, (1, 1, 64, 150), "ops"), (160, FP32, (1, 1, 40, 77), "ops"),
-    (512, FP16, (1, 1, 64, 64), "ops"), (512, BF16, (1, 1, 100, 77), "torch.ops"), (512, FP32, (1, 1, 33, 40), "ops"),
-    (8, FP16, (1, 2, 70, 77), "ops"), (24, BF16, (1, 2, 33, 77), "ops"), (72, FP16, (1, 2, 77, 129), "torch.ops"),
-    (96, BF16, (1, 2, 64, 64), "ops"), (136, FP16, (1, 1, 50, 77), "ops"), (200, BF16, (1, 1, 33, 70), "ops"),
-    (256, FP16, (1, 1, 40, 64), "ops"), (264, FP16, (1, 1, 20, 77), "ops"),
+    (40, FP16, (2, 3, 150, 77), "ops"),
+    (40, BF16, (1, 2, 129, 129), "torch.ops"),
+    (40, FP32, (1, 2, 77, 150), "ops"),
+    (64, FP16, (1, 2, 256, 256), "torch.ops"),
+    (64, BF16, (2, 1, 1, 77), "ops"),
+    (64, FP16, (1, 1, 5, 1), "ops"),
+    (80, FP16, (1, 2, 150, 77), "ops"),
+    (80, BF16, (1, 2, 128, 128), "torch.ops"),
+    (160, FP16, (1, 2, 129, 77), "torch.ops"),
+    (160, BF16, (1, 1, 64, 150), "ops"),
+    (160, FP32, (1, 1, 40, 77), "ops"),
+    (512, FP16, (1, 1, 64, 64), "ops"),
+    (512, BF16, (1, 1, 100, 77), "torch.ops"),
+    (512, FP32, (1, 1, 33, 40), "ops"),
+    (8, FP16, (1, 2, 70, 77), "ops"),
+    (24, BF16, (1, 2, 33, 77), "ops"),
+    (72, FP16, (1, 2, 77, 129), "torch.ops"),
+    (96, BF16, (1, 2, 64, 64), "ops"),
+    (136, FP16, (1, 1, 50, 77), "ops"),
+    (200, BF16, (1, 1, 33, 70), "ops"),
+    (256, FP16, (1, 1, 40, 64), "ops"),
+    (264, FP16, (1, 1, 20, 77), "ops"),
 ]
 
 
-@pytest.mark.parametrize("head_dim,dtype,shape,via", CASES,
-                         ids=[f"d{c[0]}-{str(c[1])[6:]}-{'x'.join(map(str, c[2]))}-{c[3]}" for c in CASES])
+@pytest.mark.parametrize(
+    "head_dim,dtype,shape,via", CASES, ids=[f"d{c[0]}-{str(c[1])[6:]}-{'x'.join(map(str, c[2]))}-{c[3]}" for c in CASES]
+)
 def test_attention_matches_sdpa(head_dim, dtype, shape, via):
     check(*qkv(*shape, head_dim, dtype), via=via, what=f"D={head_dim} {dtype} {shape}")
 
@@ -88,20 +104,31 @@ def key_padding_bias(batch, heads, lk, dtype, lq=1):
     return bias.to(dtype)
 
 
-@pytest.mark.parametrize("head_dim,dtype,bias_shape,lq,lk", [
-    (40, FP16, "B11K", 150, 77), (64, BF16, "1H1K", 64, 128), (80, FP16, "BH1K", 77, 150),
-    (160, BF16, "111K", 33, 77), (512, FP16, "B11K", 40, 77),
-])
+@pytest.mark.parametrize(
+    "head_dim,dtype,bias_shape,lq,lk",
+    [
+        (40, FP16, "B11K", 150, 77),
+        (64, BF16, "1H1K", 64, 128),
+        (80, FP16, "BH1K", 77, 150),
+        (160, BF16, "111K", 33, 77),
+        (512, FP16, "B11K", 40, 77),
+    ],
+)
 def test_key_padding_bias(head_dim, dtype, bias_shape, lq, lk):
     batch, heads = 2, 2
     bias = key_padding_bias(batch if bias_shape[0] == "B" else 1, heads if bias_shape[1] == "H" else 1, lk, dtype)
     check(*qkv(batch, heads, lq, lk, head_dim, dtype), bias=bias, what=f"{bias_shape} bias D={head_dim}")
 
 
-@pytest.mark.parametrize("head_dim,dtype,bias_dtype,shape", [
-    (40, FP16, FP32, (2, 2, 77, 77)), (80, BF16, BF16, (1, 2, 129, 64)), (160, FP16, FP16, (1, 1, 50, 77)),
-    (512, BF16, FP32, (1, 1, 40, 70)),
-])
+@pytest.mark.parametrize(
+    "head_dim,dtype,bias_dtype,shape",
+    [
+        (40, FP16, FP32, (2, 2, 77, 77)),
+        (80, BF16, BF16, (1, 2, 129, 64)),
+        (160, FP16, FP16, (1, 1, 50, 77)),
+        (512, BF16, FP32, (1, 1, 40, 70)),
+    ],
+)
 def test_full_bias(head_dim, dtype, bias_dtype, shape):
     """A (B, H, Lq, Lk) bias in its own dtype, read as a 2-D tile per key block."""
     batch, heads, lq, lk = shape
@@ -163,8 +190,10 @@ def kernel_args():
 def test_projection_views_are_read_in_place(kernel_args, head_dim, heads):
     """q, k, v as diffusers makes them: (B, L, H*D) projections viewed as (B, L, H, D) and transposed."""
     batch, lq, lk = 2, 66, 77
-    q, k, v = (torch.randn(batch, length, heads * head_dim).half().view(batch, length, heads, head_dim).transpose(1, 2)
-               for length in (lq, lk, lk))
+    q, k, v = (
+        torch.randn(batch, length, heads * head_dim).half().view(batch, length, heads, head_dim).transpose(1, 2)
+        for length in (lq, lk, lk)
+    )
     bias = key_padding_bias(batch, 1, lk, FP16)
     check(q, k, v, bias=bias, what="projection views")
     expanded = bias.expand(batch, heads, lq, lk)
@@ -176,7 +205,7 @@ def test_unaligned_row_strides_and_non_unit_last_stride(kernel_args):
     q = base[..., :40]  # row stride 41: read in place, no 16-byte alignment claimed
     k, v = (torch.randn(1, 2, 40, 77).half().transpose(-1, -2) for _ in range(2))  # last stride 77: copied once
     check(q, k, v, what="unaligned rows / transposed k, v")
-    (q_arg, k_arg, v_arg, _), = kernel_args
+    ((q_arg, k_arg, v_arg, _),) = kernel_args
     assert q_arg == (q.data_ptr(), q.stride())
     assert k_arg[1][-1] == 1 and v_arg[1][-1] == 1 and k_arg[0] != k.data_ptr()
 
@@ -185,6 +214,7 @@ def test_unaligned_row_strides_and_non_unit_last_stride(kernel_args):
 def test_masked_lanes_never_read_past_the_tensors(head_dim, dtype):
     """q, k, v inside NaN-filled buffers (8 extra columns, 7 extra rows): any read past D or past L turns the
     output NaN, since an unmasked lane would feed a score or a P·V product."""
+
     def padded(length):
         buffer = torch.full((1, 2, length + 7, head_dim + 8), float("nan"), dtype=dtype)
         buffer[:, :, :length, :head_dim] = torch.randn(1, 2, length, head_dim).to(dtype)
@@ -228,8 +258,11 @@ def test_every_head_dim_dtype_and_bias_has_configs(monkeypatch, capability):
     for dtype in (FP16, BF16, FP32):
         q = types.SimpleNamespace(device=torch.device("cuda"), dtype=dtype)
         for head_dim in range(8, 513, 8):
-            kernel = attention_kernels._attention_pieces_kernel if configs.uses_pieces_kernel(head_dim, dtype) \
+            kernel = (
+                attention_kernels._attention_pieces_kernel
+                if configs.uses_pieces_kernel(head_dim, dtype)
                 else attention_kernels._attention_dv_split_kernel
+            )
             for bias in ("none", "per_key", "per_query_key"):
                 for lk in (77, 4096):
                     named_args = {"Q": q, "HEAD_DIM": head_dim, "BIAS": bias, "Lk": lk}
@@ -243,14 +276,22 @@ def test_every_head_dim_dtype_and_bias_has_configs(monkeypatch, capability):
 
 def test_aot_specs_cover_every_sd_head_dim():
     """aot_specs() needs real jit functions, so it runs in a child process without the interpreter."""
-    script = ("import collections, sdkernels.kernels.attention as a\n"
-              "specs = a.aot_specs()\n"
-              "seen = collections.Counter((s.constexprs['HEAD_DIM'], s.signature['Q'], s.constexprs['BIAS'], arch)"
-              " for s in specs for arch in s.archs if s.uses_dot)\n"
-              "print(sorted(seen))\n")
+    script = (
+        "import collections, sdkernels.kernels.attention as a\n"
+        "specs = a.aot_specs()\n"
+        "seen = collections.Counter((s.constexprs['HEAD_DIM'], s.signature['Q'], s.constexprs['BIAS'], arch)"
+        " for s in specs for arch in s.archs if s.uses_dot)\n"
+        "print(sorted(seen))\n"
+    )
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert result.returncode == 0, result.stderr
     seen = ast.literal_eval(result.stdout)
     for head_dim in (40, 64, 80, 160, 512):

@@ -47,14 +47,29 @@ class SdkernelsOpCounter(TorchDispatchMode):
 
 def unet_attention(query_dim: int = 320, dim_head: int = 40, cross: bool = False) -> Attention:
     """attn1 / attn2 of diffusers' BasicTransformerBlock as SD1.x builds them (bias=False, out_bias=True)."""
-    return Attention(query_dim, cross_attention_dim=TEXT_DIM if cross else None, heads=query_dim // dim_head,
-                     dim_head=dim_head, bias=False, out_bias=True).eval()
+    return Attention(
+        query_dim,
+        cross_attention_dim=TEXT_DIM if cross else None,
+        heads=query_dim // dim_head,
+        dim_head=dim_head,
+        bias=False,
+        out_bias=True,
+    ).eval()
 
 
 def vae_attention() -> Attention:
     """The AutoencoderKL mid-block attention (UNetMidBlock2D): 1 head of 512, GroupNorm, residual, biases."""
-    return Attention(512, heads=1, dim_head=512, norm_num_groups=32, eps=1e-6, residual_connection=True, bias=True,
-                     upcast_softmax=True, _from_deprecated_attn_block=True).eval()
+    return Attention(
+        512,
+        heads=1,
+        dim_head=512,
+        norm_num_groups=32,
+        eps=1e-6,
+        residual_connection=True,
+        bias=True,
+        upcast_softmax=True,
+        _from_deprecated_attn_block=True,
+    ).eval()
 
 
 def run(attn: Attention, processor: object, *inputs: torch.Tensor | None, **kwargs: object) -> torch.Tensor:
@@ -67,10 +82,18 @@ def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None or not t.is_floating_point() else t.to(dtype)
 
 
-def check_against_replaced(attn: Attention, replaced: object, dtype: torch.dtype, hidden_states: torch.Tensor,
-                           encoder_hidden_states: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                           expect_kernel: bool = True, **kwargs: object) -> SdkernelsAttnProcessor:
+def check_against_replaced(
+    attn: Attention,
+    replaced: object,
+    dtype: torch.dtype,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    expect_kernel: bool = True,
+    **kwargs: object,
+) -> SdkernelsAttnProcessor:
     """ours(dtype) vs replaced(fp64) within 2x replaced(dtype)'s error; returns our processor."""
+
     def inputs(dt: torch.dtype) -> tuple:
         m = mask if mask is None or mask.dtype == torch.bool else mask.to(dt)
         return hidden_states.to(dt), cast(encoder_hidden_states, dt), m
@@ -105,8 +128,9 @@ def test_unet_attention_matches_replaced_processor(cross: bool, fused: bool, dty
 @pytest.mark.parametrize("dim_head,query_dim", [(64, 320), (80, 320), (160, 320)])
 def test_sd_head_dims(dim_head: int, query_dim: int) -> None:
     attn = unet_attention(query_dim, dim_head, cross=True)
-    check_against_replaced(attn, AttnProcessor2_0(), torch.float16, torch.randn(1, 16, query_dim),
-                           torch.randn(1, TEXT_TOKENS, TEXT_DIM))
+    check_against_replaced(
+        attn, AttnProcessor2_0(), torch.float16, torch.randn(1, 16, query_dim), torch.randn(1, TEXT_TOKENS, TEXT_DIM)
+    )
 
 
 @pytest.mark.parametrize("dtype,fused", [(torch.float32, False), (torch.float16, True)], ids=["fp32", "fp16-fused"])
@@ -121,16 +145,20 @@ def test_vae_mid_block_attention(dtype: torch.dtype, fused: bool) -> None:
     assert "temb" in inspect.signature(SdkernelsAttnProcessor.__call__).parameters
 
 
-@pytest.mark.parametrize("dtype,boolean", [(torch.float32, False), (torch.float16, False), (torch.float32, True)],
-                         ids=["fp32-additive", "fp16-additive", "fp32-bool"])
+@pytest.mark.parametrize(
+    "dtype,boolean",
+    [(torch.float32, False), (torch.float16, False), (torch.float32, True)],
+    ids=["fp32-additive", "fp16-additive", "fp32-bool"],
+)
 def test_key_padding_mask(dtype: torch.dtype, boolean: bool) -> None:
     keep = torch.ones(2, TEXT_TOKENS)
     keep[0, 20:] = 0  # the first prompt has 20 real tokens, the second all 77
     # UNet2DConditionModel turns a (B, Lk) 0/1 mask into a (B, 1, Lk) additive bias of -10000 (or SDPA's bool form)
     mask = (keep > 0.5)[:, None] if boolean else ((1 - keep) * -10000.0)[:, None]
     attn = unet_attention(cross=True)
-    check_against_replaced(attn, AttnProcessor2_0(), dtype, torch.randn(2, 32, 320),
-                           torch.randn(2, TEXT_TOKENS, TEXT_DIM), mask)
+    check_against_replaced(
+        attn, AttnProcessor2_0(), dtype, torch.randn(2, 32, 320), torch.randn(2, TEXT_TOKENS, TEXT_DIM), mask
+    )
 
 
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1.0), (torch.float16, 0.07)], ids=["scale_qk-off", "custom"])
@@ -156,16 +184,16 @@ def test_stale_fused_projection_after_unfuse_is_not_used() -> None:
     hidden_states = torch.randn(1, 16, 64)
     for replaced in (AttnProcessor2_0(), FusedAttnProcessor2_0()):  # each reads the projections it reads
         check_against_replaced(attn, replaced, torch.float32, hidden_states)
-    assert (run(attn, AttnProcessor2_0(), hidden_states) - run(attn, FusedAttnProcessor2_0(), hidden_states)
-            ).abs().max() > 1e-2
+    assert (
+        run(attn, AttnProcessor2_0(), hidden_states) - run(attn, FusedAttnProcessor2_0(), hidden_states)
+    ).abs().max() > 1e-2
 
 
 def test_fallback_for_uncovered_head_dim_is_visible_and_matches() -> None:
     attn = unet_attention(query_dim=24, dim_head=12)
     reason = "head_dim 12 is not a multiple of 8 up to 512"
     before = fallback_counts().get(("attention_processor", reason), 0)
-    ours = check_against_replaced(attn, AttnProcessor2_0(), torch.float32, torch.randn(2, 16, 24),
-                                  expect_kernel=False)
+    ours = check_against_replaced(attn, AttnProcessor2_0(), torch.float32, torch.randn(2, 16, 24), expect_kernel=False)
     assert ours.fallbacks == {reason: 1}
     assert fallback_counts()[("attention_processor", reason)] == before + 1
 
@@ -211,12 +239,19 @@ class SomeonesProcessor:
 def patch_target() -> tuple[nn.Module, list[object]]:
     """Six Attention layers: two sharing one AttnProcessor2_0 (as set_attn_processor(proc) leaves them), a fused
     one, a classic one, a custom one and an IP-Adapter one."""
-    model = nn.ModuleList([unet_attention(64, 32) for _ in range(3)]
-                          + [unet_attention(64, 32, cross=True) for _ in range(3)])
+    model = nn.ModuleList(
+        [unet_attention(64, 32) for _ in range(3)] + [unet_attention(64, 32, cross=True) for _ in range(3)]
+    )
     shared = AttnProcessor2_0()
     model[2].fuse_projections()
-    processors = [shared, shared, FusedAttnProcessor2_0(), AttnProcessor(), SomeonesProcessor(),
-                  IPAdapterAttnProcessor2_0(64, cross_attention_dim=TEXT_DIM)]
+    processors = [
+        shared,
+        shared,
+        FusedAttnProcessor2_0(),
+        AttnProcessor(),
+        SomeonesProcessor(),
+        IPAdapterAttnProcessor2_0(64, cross_attention_dim=TEXT_DIM),
+    ]
     for attn, processor in zip(model, processors, strict=True):
         attn.set_processor(processor)
     return model, processors
@@ -232,8 +267,10 @@ def test_patch_rule_replaces_the_three_processors_and_unpatch_restores_the_objec
     assert [p.replaced for p in ours] == originals[:4] and [p.fused for p in ours] == [False, False, True, False]
     assert model[4].processor is originals[4] and model[5].processor is originals[5]
     left_alone = {r.path: r.reason for r in report.left_alone if r.kind == "attention"}
-    assert left_alone == {"4": "processor SomeonesProcessor is not one sdkernels replaces",
-                          "5": "processor IPAdapterAttnProcessor2_0 is not one sdkernels replaces"}
+    assert left_alone == {
+        "4": "processor SomeonesProcessor is not one sdkernels replaces",
+        "5": "processor IPAdapterAttnProcessor2_0 is not one sdkernels replaces",
+    }
     assert {r.path: r.reason for r in report.results if r.status == "patched"}["2"].startswith("fused QKV")
     assert "fused QKV" in str(report)
     assert sdkernels.patch(model).count("attention", status="already patched") == 4
@@ -251,8 +288,9 @@ def test_lora_adapter_output_is_the_same_patched_and_unpatched() -> None:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     model = nn.ModuleDict({"attn1": unet_attention(64, 32), "attn2": unet_attention(64, 32, cross=True)})
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)  # random A and B: the adapter really changes the output
+    config = LoraConfig(
+        r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )  # random A and B: the adapter really changes the output
     model = inject_adapter_in_model(config, model).eval()
     hidden_states, context = torch.randn(1, 16, 64), torch.randn(1, TEXT_TOKENS, TEXT_DIM)
 
@@ -275,7 +313,7 @@ def test_lora_adapter_output_is_the_same_patched_and_unpatched() -> None:
 
 
 def test_unet_fuse_and_unfuse_around_patching_leave_no_sdkernels_processor_after_unpatch() -> None:
-    from sdkernels.tiny.components import make_unet, tiny_unet_config
+    from sdkernels.testing.tiny.components import make_unet, tiny_unet_config
 
     unet = make_unet(tiny_unet_config())
     originals = dict(unet.attn_processors)

@@ -15,12 +15,18 @@ from sdkernels import ops
 from sdkernels._dispatch import fallback_counts, use_triton
 
 
-@pytest.mark.parametrize("target", [None, "unet", UNet2DConditionModel, {"unet": nn.Linear(2, 2)}, [nn.Linear(2, 2)]],
-                         ids=["None", "str", "class-not-instance", "dict-of-modules", "list-of-modules"])
+@pytest.mark.parametrize(
+    "target",
+    [None, "unet", UNet2DConditionModel, {"unet": nn.Linear(2, 2)}, [nn.Linear(2, 2)]],
+    ids=["None", "str", "class-not-instance", "dict-of-modules", "list-of-modules"],
+)
 @pytest.mark.parametrize("api", [sdkernels.patch, sdkernels.unpatch])
 def test_patch_and_unpatch_reject_what_is_not_a_pipeline_or_module(api, target) -> None:
-    with pytest.raises(TypeError, match=rf"expects a diffusers DiffusionPipeline or a torch.nn.Module, got .*"
-                                        rf"{type(target).__name__}"):
+    with pytest.raises(
+        TypeError,
+        match=rf"expects a diffusers DiffusionPipeline or a torch.nn.Module, got .*"
+        rf"{type(target).__name__}",
+    ):
         api(target)
 
 
@@ -38,15 +44,21 @@ BAD_CALLS = [
     (lambda: ops.group_norm_silu(_x(2, 64, 4, 4), 32, _x(64, device="meta")), r"all tensors must be on one device"),
     # attention
     (lambda: ops.attention(_x(2, 16, 40), _x(2, 16, 40), _x(2, 16, 40)), r"attention: q must be \(B, H, L, D\)"),
-    (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 16, 40, dtype=torch.float16), _x(1, 2, 16, 40)),
-     r"q, k, v dtypes differ"),
+    (
+        lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 16, 40, dtype=torch.float16), _x(1, 2, 16, 40)),
+        r"q, k, v dtypes differ",
+    ),
     (lambda: ops.attention(_x(1, 2, 16, 40), _x(2, 2, 16, 40), _x(2, 2, 16, 40)), r"batch and heads must match"),
     (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 40), _x(1, 2, 76, 40)), r"k and v lengths differ: 77 vs 76"),
     (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 32), _x(1, 2, 77, 32)), r"head dims differ: q 40, k 32"),
-    (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 40), _x(1, 2, 77, 40), attn_bias=_x(1, 2, 16, 76)),
-     r"attn_bias of shape \(1, 2, 16, 76\) does not broadcast to \(B, H, Lq, Lk\) = \(1, 2, 16, 77\)"),
-    (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 16, 40, device="meta"), _x(1, 2, 16, 40)),
-     r"attention: all tensors must be on one device"),
+    (
+        lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 40), _x(1, 2, 77, 40), attn_bias=_x(1, 2, 16, 76)),
+        r"attn_bias of shape \(1, 2, 16, 76\) does not broadcast to \(B, H, Lq, Lk\) = \(1, 2, 16, 77\)",
+    ),
+    (
+        lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 16, 40, device="meta"), _x(1, 2, 16, 40)),
+        r"attention: all tensors must be on one device",
+    ),
     # geglu / gelu_gate
     (lambda: ops.geglu(_x(2, 7, 32), _x(128, 64)), r"geglu: weight has in_features 64 but x has dim 32"),
     (lambda: ops.geglu(_x(2, 7, 32), _x(127, 32)), r"weight rows \(127\) must be 2\*inner"),
@@ -70,8 +82,9 @@ def test_unsupported_head_dim_falls_back_visibly_and_stays_right(head_dim: int) 
     reason = f"head_dim {head_dim} is not a multiple of 8 up to {ops.MAX_HEAD_DIM}"
     if use_triton(q.device):  # with a kernel expected on this device, the fallback is recorded
         assert fallback_counts().get(("attention", reason), 0) == before.get(("attention", reason), 0) + 1
-    assert_matches_reference(got, F.scaled_dot_product_attention(q, k, v),
-                             F.scaled_dot_product_attention(q.double(), k.double(), v.double()))
+    assert_matches_reference(
+        got, F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    )
 
 
 def _finite_case(name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,23 +97,32 @@ def _finite_case(name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     if name == "group_norm: mean 1e4 x std":  # E[x²] - E[x]² cancels catastrophically; fp16 x² overflows
         x = (1e4 + randn(2, 64, 4, 4) * (1e-2 if dtype == torch.float32 else 1e2)).to(dtype)
         w, b = randn(64).to(dtype), randn(64).to(dtype)
-        return (ops.group_norm_silu(x, 32, w, b, 1e-5), F.silu(F.group_norm(x, 32, w, b, 1e-5)),
-                F.silu(F.group_norm(x.double(), 32, w.double(), b.double(), 1e-5)))
+        return (
+            ops.group_norm_silu(x, 32, w, b, 1e-5),
+            F.silu(F.group_norm(x, 32, w, b, 1e-5)),
+            F.silu(F.group_norm(x.double(), 32, w.double(), b.double(), 1e-5)),
+        )
     if name == "group_norm: constant groups, values near the dtype's max":  # variance 0 and huge |x|
         big = {torch.float16: 6e4, torch.bfloat16: 1e18, torch.float32: 1e18}[dtype]
         x = torch.full((2, 64, 4, 4), big, dtype=torch.float64)
         x[:, 32:] = -big * (1 + randn(2, 32, 4, 4).abs() * 1e-2)
         x = x.to(dtype)
-        return (ops.group_norm_silu(x, 32, eps=1e-6), F.silu(F.group_norm(x, 32, eps=1e-6)),
-                F.silu(F.group_norm(x.double(), 32, eps=1e-6)))
+        return (
+            ops.group_norm_silu(x, 32, eps=1e-6),
+            F.silu(F.group_norm(x, 32, eps=1e-6)),
+            F.silu(F.group_norm(x.double(), 32, eps=1e-6)),
+        )
     if name.startswith("attention"):  # logits ~ ±1000 (q, k ~ 30); -inf on some keys, -1e4 on all keys of a row
         q, k, v = (randn(1, 2, 40, 64) * 30).to(dtype), (randn(1, 2, 77, 64) * 30).to(dtype), randn(1, 2, 77, 64)
         bias = torch.zeros(1, 2, 40, 77, dtype=torch.float64)
         bias[..., 70:] = float("-inf")
         bias[:, :, 5] = -1e4
         v, bias = v.to(dtype), bias.to(dtype)
-        return (ops.attention(q, k, v, attn_bias=bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
-                F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=bias.double()))
+        return (
+            ops.attention(q, k, v, attn_bias=bias),
+            F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
+            F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=bias.double()),
+        )
     # gelu gate: gates of ±1e4 (gelu -> 0 and -> identity), values up to 5: products near fp16's max
     value, gate = randn(2, 7, 16).clamp(-5, 5), randn(2, 7, 16).sign() * 1e4
     h = torch.cat([value, gate], -1).to(dtype)
@@ -108,8 +130,12 @@ def _finite_case(name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     return ops.gelu_gate(h), value * F.gelu(gate), h.double().chunk(2, -1)[0] * F.gelu(h.double().chunk(2, -1)[1])
 
 
-FINITE_CASES = ["group_norm: mean 1e4 x std", "group_norm: constant groups, values near the dtype's max",
-                "attention: huge logits, -inf keys", "gelu_gate: gates of ±1e4"]
+FINITE_CASES = [
+    "group_norm: mean 1e4 x std",
+    "group_norm: constant groups, values near the dtype's max",
+    "attention: huge logits, -inf keys",
+    "gelu_gate: gates of ±1e4",
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

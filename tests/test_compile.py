@@ -58,8 +58,9 @@ def test_compiled_patched_unet_and_vae_decoder_have_no_graph_break_and_match_eag
     assert all(r.count() > 0 and not r.left_alone for r in reports)
 
     unet_ops = _compiles_to_one_graph(unet, *inputs)
-    resnets, transformers = (sum(type(m).__name__ == name for m in unet.modules())
-                             for name in ("ResnetBlock2D", "Transformer2DModel"))
+    resnets, transformers = (
+        sum(type(m).__name__ == name for m in unet.modules()) for name in ("ResnetBlock2D", "Transformer2DModel")
+    )
     assert unet_ops["group_norm_silu"] == 2 * resnets + transformers + 1  # + conv_norm_out
     assert unet_ops["attention"] == 2 * transformers and unet_ops["geglu"] == transformers
     decoder_ops = _compiles_to_one_graph(decode, latents)
@@ -70,9 +71,10 @@ def test_compiled_patched_unet_and_vae_decoder_have_no_graph_break_and_match_eag
     with torch.no_grad():
         eager_unet, eager_decoded = run_unet(unet, inputs), decode(latents)
         got_unet, got_decoded = compiled_unet(*inputs).sample, compiled_decode(latents)
-    for what, got, eager, unpatched, fp64 in (("unet", got_unet, eager_unet, unet_unpatched, unet_fp64),
-                                              ("vae.decode", got_decoded, eager_decoded, decoded_unpatched,
-                                               decoded_fp64)):
+    for what, got, eager, unpatched, fp64 in (
+        ("unet", got_unet, eager_unet, unet_unpatched, unet_fp64),
+        ("vae.decode", got_decoded, eager_decoded, decoded_unpatched, decoded_fp64),
+    ):
         assert_matches_reference(eager, unpatched, fp64, what=f"eager patched {what}")
         assert_matches_reference(got, unpatched, fp64, what=f"compiled patched {what}")
     torch._dynamo.reset()

@@ -58,8 +58,12 @@ def assert_matches(got: tuple, expected: tuple[tuple, tuple], what: str) -> None
 def run_counting_projections(pipe) -> tuple[tuple, collections.Counter[str]]:
     """Outputs, with the sdkernels op calls and the calls of each projection kind (to_q, to_qkv, to_kv)."""
     calls: collections.Counter[str] = collections.Counter()
-    handles = [getattr(a, name).register_forward_hook(lambda *_, name=name: calls.update([name]))
-               for a in attentions(pipe) for name in ("to_q", "to_qkv", "to_kv") if getattr(a, name, None) is not None]
+    handles = [
+        getattr(a, name).register_forward_hook(lambda *_, name=name: calls.update([name]))
+        for a in attentions(pipe)
+        for name in ("to_q", "to_qkv", "to_kv")
+        if getattr(a, name, None) is not None
+    ]
     try:
         with SdkernelsOpCounter() as counter:
             got = outputs(pipe)
@@ -107,8 +111,10 @@ def test_fused_projections_around_patching(order: str) -> None:
         assert processor_types(pipe) == {"AttnProcessor2_0": n_attention} and calls["op:attention"] == 0
         assert sdkernels.patch(pipe, **ATTENTION_ONLY).count("attention") == n_attention  # patch takes over again
         unfused, calls = run_counting_projections(pipe)
-    assert all(type(a.processor) is SdkernelsAttnProcessor and type(a.processor.replaced) is AttnProcessor2_0
-               for a in attentions(pipe))
+    assert all(
+        type(a.processor) is SdkernelsAttnProcessor and type(a.processor.replaced) is AttnProcessor2_0
+        for a in attentions(pipe)
+    )
     # to_qkv / to_kv stay attached after unfusing (and fused_projections stays True): they must not be used
     assert calls["op:attention"] == n_run and calls["to_qkv"] == calls["to_kv"] == 0
     assert calls["to_q"] == n_run

@@ -20,8 +20,9 @@ from sdkernels import ops
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def make_geglu_inputs(leading: tuple[int, ...], dim: int, inner: int, dtype: torch.dtype,
-                      bias: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def make_geglu_inputs(
+    leading: tuple[int, ...], dim: int, inner: int, dtype: torch.dtype, bias: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """x ~ randn; weight and bias scaled like nn.Linear's init (1/sqrt(dim)), so value and gate are O(1)."""
     x = torch.randn(*leading, dim).to(dtype)
     weight = (torch.randn(2 * inner, dim) / math.sqrt(dim)).to(dtype)
@@ -29,15 +30,15 @@ def make_geglu_inputs(leading: tuple[int, ...], dim: int, inner: int, dtype: tor
     return x, weight, b
 
 
-def diffusers_geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    approximate: str = "none") -> torch.Tensor:
+def diffusers_geglu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, approximate: str = "none"
+) -> torch.Tensor:
     """diffusers' GEGLU.forward math (proj, chunk, value * gelu(gate)) in the inputs' dtype."""
     hidden, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
     return hidden * F.gelu(gate, approximate=approximate)
 
 
-def check_geglu(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                what: str) -> None:
+def check_geglu(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, what: str) -> None:
     ref64 = diffusers_geglu(x.double(), weight.double(), None if bias is None else bias.double())
     assert_matches_reference(out, diffusers_geglu(x, weight, bias), ref64, what=what)
 
@@ -88,8 +89,9 @@ def test_geglu_reads_strided_views_in_place(monkeypatch: pytest.MonkeyPatch, cap
     check_geglu(out, x, weight, bias, "geglu on slices of x and weight")
 
 
-def test_geglu_copies_layouts_without_a_row_view(monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_geglu_copies_layouts_without_a_row_view(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """x transposed from (L, B, dim) cannot flatten to one row stride, x with a non-unit last stride neither:
     both are copied once, with a warning. A weight stored transposed (stride_wk != 1) is read through its strides."""
     monkeypatch.setattr(gelu_gate_module, "_copy_warned", set())
@@ -147,8 +149,7 @@ def test_gelu_gate_matches_fp64(dtype: torch.dtype) -> None:
         check_gelu_gate(out, h, f"gelu_gate {dtype} h{tuple(h.shape)}")
 
 
-def test_gelu_gate_strided_and_via_torch_ops(monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_gelu_gate_strided_and_via_torch_ops(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(gelu_gate_module, "_copy_warned", set())
     h_wide = torch.randn(3, 29, 2 * 100 + 40).to(torch.bfloat16)
     h = h_wide[..., 8:208]  # unit last stride, row stride 240: read in place

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from tolerance import assert_matches_reference
 
-from sdkernels import ops, traffic
+from sdkernels import ops
 from sdkernels.kernels import group_norm as gn_kernels
 from sdkernels.kernels import group_norm_kernels as gn_jit
+from sdkernels.tools import traffic
 
 Tensor = torch.Tensor
 
@@ -33,8 +34,16 @@ def channels_last(x: Tensor) -> Tensor:
     return x.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def torch_group_norm(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool,
-                     add: Tensor | None, dtype: torch.dtype) -> Tensor:
+def torch_group_norm(
+    x: Tensor,
+    groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    silu: bool,
+    add: Tensor | None,
+    dtype: torch.dtype,
+) -> Tensor:
     """PyTorch's F.silu(F.group_norm(x + add)) computed entirely in `dtype`."""
     h = x.to(dtype)
     if add is not None:
@@ -44,9 +53,17 @@ def torch_group_norm(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor
     return F.silu(y) if silu else y
 
 
-def run_and_check(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
-                  add: Tensor | None = None, eps: float = 1e-5, silu: bool = True, via_torch_ops: bool = False,
-                  what: str = "") -> Tensor:
+def run_and_check(
+    x: Tensor,
+    groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    add: Tensor | None = None,
+    eps: float = 1e-5,
+    silu: bool = True,
+    via_torch_ops: bool = False,
+    what: str = "",
+) -> Tensor:
     if via_torch_ops:
         out = torch.ops.sdkernels.group_norm_silu(x, groups, weight, bias, eps, silu, add)
     else:
@@ -59,8 +76,15 @@ def run_and_check(x: Tensor, groups: int, weight: Tensor | None = None, bias: Te
     return out
 
 
-def sd_inputs(shape: tuple[int, ...], dtype: torch.dtype, *, nhwc: bool = False, with_add: bool = True,
-              offset: float = 0.0, std: float = 1.0) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def sd_inputs(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    *,
+    nhwc: bool = False,
+    with_add: bool = True,
+    offset: float = 0.0,
+    std: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """x ~ offset + std * N(0, 1) in `dtype`; weight ~ 1 + N(0, 0.1²) and bias ~ N(0, 0.1²) in `dtype` like a
     trained GroupNorm; add ~ N(0, 1) of shape (N, C) like ResnetBlock2D's projected temb."""
     batch, channels = shape[:2]
@@ -137,8 +161,7 @@ def test_affine_activation_and_add_options(options: str) -> None:
         weight, bias = weight.float(), bias.float()
     if options == "broadcast_add":  # the same temb row for the whole batch, stride 0 along N
         add = add[:1].expand(2, -1)
-    run_and_check(x, 8, weight, bias, add, silu=options != "no_silu", via_torch_ops=options == "no_bias",
-                  what=options)
+    run_and_check(x, 8, weight, bias, add, silu=options != "no_silu", via_torch_ops=options == "no_bias", what=options)
 
 
 # A naive E[x²] - E[x]² in fp32 has nothing left of a variance of 1e-4 next to a mean² of 1e6.
@@ -161,13 +184,17 @@ def test_channel_blocks_beyond_one_tile() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- split path
-SPLIT_CASES = [(torch.float32, False, (1, 32, 8, 15)), (torch.float16, True, (2, 16, 9, 13)),
-               (torch.bfloat16, False, (1, 16, 4, 5, 6))]
+SPLIT_CASES = [
+    (torch.float32, False, (1, 32, 8, 15)),
+    (torch.float16, True, (2, 16, 9, 13)),
+    (torch.bfloat16, False, (1, 16, 4, 5, 6)),
+]
 
 
 @pytest.mark.parametrize("dtype, nhwc, shape", SPLIT_CASES, ids=["fp32", "fp16_channels_last", "bf16_3d"])
-def test_split_matches_fused_and_is_deterministic(dtype: torch.dtype, nhwc: bool, shape: tuple[int, ...],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_matches_fused_and_is_deterministic(
+    dtype: torch.dtype, nhwc: bool, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     x, weight, bias, add = sd_inputs(shape, dtype)
     x = x + torch.linspace(-3, 3, x[0, 0].numel()).reshape(shape[2:]).to(dtype)  # chunk means differ
     x = channels_last(x) if nhwc else x
@@ -210,8 +237,13 @@ def test_split_policy_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 # -------------------------------------------------------------------------------- several groups per program
 def fused_config(batch: int, channels: int, spatial: int, groups: int, sm_count: int | None) -> dict:
     """The fused kernel's constexprs for this shape (its autotune prune + heuristics, as the interpreter runs it)."""
-    args = {"CPG": channels // groups, "S": spatial, "HAS_ADD": True, "SILU": True,
-            "MAX_GROUPS_PER_PROGRAM": gn_kernels.max_groups_per_program(batch, groups, sm_count)}
+    args = {
+        "CPG": channels // groups,
+        "S": spatial,
+        "HAS_ADD": True,
+        "SILU": True,
+        "MAX_GROUPS_PER_PROGRAM": gn_kernels.max_groups_per_program(batch, groups, sm_count),
+    }
     return traffic.kernel_config(gn_jit.group_norm_fused_kernel, args)
 
 
@@ -231,16 +263,36 @@ def test_groups_per_program_policy() -> None:
 
 # (shape, groups, dtype, channels_last, bound on groups per program): SD channel counts at small spatial sizes, and
 # group counts that the per-program count does not divide (the last set of groups is partly masked).
-GROUPED_CASES = [((2, 320, 8, 8), 32, torch.float32, False, None), ((2, 1280, 4, 4), 32, torch.float16, True, None),
-                 ((2, 640, 2, 2), 32, torch.bfloat16, False, None), ((2, 96, 5, 3), 12, torch.float32, True, 8),
-                 ((3, 48, 7), 6, torch.float16, False, 4), ((2, 80, 3, 3), 10, torch.bfloat16, True, 4)]
+GROUPED_CASES = [
+    ((2, 320, 8, 8), 32, torch.float32, False, None),
+    ((2, 1280, 4, 4), 32, torch.float16, True, None),
+    ((2, 640, 2, 2), 32, torch.bfloat16, False, None),
+    ((2, 96, 5, 3), 12, torch.float32, True, 8),
+    ((3, 48, 7), 6, torch.float16, False, 4),
+    ((2, 80, 3, 3), 10, torch.bfloat16, True, 4),
+]
 
 
-@pytest.mark.parametrize("shape, groups, dtype, nhwc, bound", GROUPED_CASES,
-                         ids=["C320_fp32", "C1280_fp16_channels_last", "C640_bf16", "G12_by8_fp32_channels_last",
-                              "G6_by4_fp16_1d", "G10_by4_bf16_channels_last"])
-def test_several_groups_per_program(shape: tuple[int, ...], groups: int, dtype: torch.dtype, nhwc: bool,
-                                    bound: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "shape, groups, dtype, nhwc, bound",
+    GROUPED_CASES,
+    ids=[
+        "C320_fp32",
+        "C1280_fp16_channels_last",
+        "C640_bf16",
+        "G12_by8_fp32_channels_last",
+        "G6_by4_fp16_1d",
+        "G10_by4_bf16_channels_last",
+    ],
+)
+def test_several_groups_per_program(
+    shape: tuple[int, ...],
+    groups: int,
+    dtype: torch.dtype,
+    nhwc: bool,
+    bound: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     x, weight, bias, add = sd_inputs(shape, dtype, nhwc=nhwc)
     monkeypatch.setattr(gn_kernels, "FORCE_GROUPS_PER_PROGRAM", bound)
     config = fused_config(shape[0], shape[1], x[0, 0].numel(), groups, None)
@@ -287,8 +339,14 @@ def test_aot_specs_bind_every_argument() -> None:
     # aot_specs() feeds the sm_80/sm_90 compile report (python -m sdkernels compile-report), which runs without the
     # interpreter (the report compiles real JITFunctions), so it is checked in a subprocess with TRITON_INTERPRET=0.
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    result = subprocess.run([sys.executable, "-c", AOT_CHECK], env=env, capture_output=True, text=True, timeout=120,
-                            cwd=pathlib.Path(__file__).parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", AOT_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=pathlib.Path(__file__).parents[1],
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     specs = json.loads(result.stdout.splitlines()[-1])
     assert len({spec["variant"] for spec in specs}) == len(specs)

@@ -17,7 +17,7 @@ from peft.tuners.lora import LoraLayer
 from tolerance import assert_matches_reference
 
 import sdkernels
-from sdkernels.tiny.components import seeded
+from sdkernels.testing.tiny.components import seeded
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj", "ff.net.2"]
 KOHYA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "conv1", "time_emb_proj", "proj_in")
@@ -58,8 +58,9 @@ def test_adapter_added_before_or_after_patching(when: str) -> None:
     sdkernels.unpatch(unet)
     expected = run_unet(unet, inputs)
     assert (expected - base).abs().max() > 1e-2, "the adapter must change the output"
-    assert_matches_reference(got, expected, in_fp64(unet, lambda *t: run_unet(unet, t), *inputs),
-                             what=f"adapter added {when} patching")
+    assert_matches_reference(
+        got, expected, in_fp64(unet, lambda *t: run_unet(unet, t), *inputs), what=f"adapter added {when} patching"
+    )
 
 
 def kohya_state_dict(unet: nn.Module, rank: int = 4, seed: int = 3) -> dict[str, torch.Tensor]:

@@ -15,8 +15,8 @@ from op_counter import SdkernelsOpCounter
 from tolerance import FLOOR, assert_matches_reference
 
 import sdkernels
-from sdkernels import tiny
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor
+from sdkernels.testing import tiny
 
 ATTENTION_ONLY = {"group_norm": False, "geglu": False}
 
@@ -90,8 +90,11 @@ def test_set_default_attn_processor_after_unpatching_then_patching_takes_over_th
     inputs = unet_inputs(unet)
     expected, fp64 = run_unet(unet, inputs), in_fp64(unet, lambda *t: run_unet(unet, t), *inputs)
     report = sdkernels.patch(unet, **ATTENTION_ONLY)
-    assert all(type(m.processor) is SdkernelsAttnProcessor and type(m.processor.replaced) is AttnProcessor
-               for m in unet.modules() if isinstance(m, Attention))
+    assert all(
+        type(m.processor) is SdkernelsAttnProcessor and type(m.processor.replaced) is AttnProcessor
+        for m in unet.modules()
+        if isinstance(m, Attention)
+    )
     assert "classic AttnProcessor" in str(report)
     assert_matches_reference(run_unet(unet, inputs), expected, fp64, what="patched over set_default_attn_processor")
 
@@ -148,5 +151,9 @@ def test_cpu_offload_on_cuda(offload: str) -> None:
     with SdkernelsOpCounter() as counter:
         got = tiny.run_pipeline(pipe, steps=1).images
     assert counter.counts["group_norm_silu"] > 0 and counter.counts["attention"] > 0
-    assert_matches_reference(torch.from_numpy(got), torch.from_numpy(expected), reference.permute(0, 2, 3, 1).cpu(),
-                             what=f"patched, then {offload}")
+    assert_matches_reference(
+        torch.from_numpy(got),
+        torch.from_numpy(expected),
+        reference.permute(0, 2, 3, 1).cpu(),
+        what=f"patched, then {offload}",
+    )

@@ -12,7 +12,7 @@ from op_counter import SdkernelsOpCounter
 from tolerance import assert_matches_reference
 
 import sdkernels
-from sdkernels.tiny import make_sd_pipeline
+from sdkernels.testing.tiny import make_sd_pipeline
 
 
 @pytest.fixture(scope="module")

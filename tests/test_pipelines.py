@@ -16,8 +16,8 @@ from op_counter import SdkernelsOpCounter
 from tolerance import FLOOR, assert_matches_reference
 
 import sdkernels
-from sdkernels import tiny
 from sdkernels._dispatch import fallback_counts
+from sdkernels.testing import tiny
 
 SIZE = 64
 CASES = [
@@ -40,8 +40,9 @@ def _run(pipe, output_type: str, guidance_scale: float, round_to: torch.dtype):
         latents = torch.randn(1, 4, SIZE // pipe.vae_scale_factor, SIZE // pipe.vae_scale_factor, generator=generator)
         extra["latents"] = latents.to(round_to).to(pipe.unet.dtype)
     with dtype_independent_noise(round_to):
-        return tiny.run_pipeline(pipe, steps=1, size=SIZE, output_type=output_type, guidance_scale=guidance_scale,
-                                 **extra).images
+        return tiny.run_pipeline(
+            pipe, steps=1, size=SIZE, output_type=output_type, guidance_scale=guidance_scale, **extra
+        ).images
 
 
 def _fp64_copy(name: str, dtype: torch.dtype):
@@ -53,8 +54,9 @@ def _fp64_copy(name: str, dtype: torch.dtype):
     return pipe
 
 
-@pytest.mark.parametrize(("name", "dtype", "guidance_scale"), CASES,
-                         ids=[f"{n}-{str(d).removeprefix('torch.')}" for n, d, _ in CASES])
+@pytest.mark.parametrize(
+    ("name", "dtype", "guidance_scale"), CASES, ids=[f"{n}-{str(d).removeprefix('torch.')}" for n, d, _ in CASES]
+)
 def test_patched_pipeline_gives_the_unpatched_image(name: str, dtype: torch.dtype, guidance_scale: float) -> None:
     pipe = tiny.BUILDERS[name](dtype=dtype)
     models = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
@@ -69,8 +71,9 @@ def test_patched_pipeline_gives_the_unpatched_image(name: str, dtype: torch.dtyp
         got = _run(pipe, "np", guidance_scale, dtype)
 
     assert got.shape == expected.shape == (1, SIZE, SIZE, 3) and got.dtype == np.float32
-    assert_matches_reference(torch.from_numpy(got), torch.from_numpy(expected), reference, floor=FLOOR[dtype],
-                             what=f"{name} {dtype} image")
+    assert_matches_reference(
+        torch.from_numpy(got), torch.from_numpy(expected), reference, floor=FLOOR[dtype], what=f"{name} {dtype} image"
+    )
     assert not report.left_alone, str(report)
     # Every GroupNorm, attention and GEGLU the unpatched pipeline ran went through an sdkernels op, none fell back.
     assert calls["group_norm"] > 0 and calls["attention"] > 0 and calls["geglu"] > 0
@@ -84,4 +87,3 @@ def test_patched_pipeline_gives_the_unpatched_image(name: str, dtype: torch.dtyp
             assert report.count(kind, component="controlnet") > 0, f"the ControlNet's {kind} sites were not patched"
     sdkernels.unpatch(pipe)
     assert np.array_equal(_run(pipe, "np", guidance_scale, dtype), expected), "unpatch must restore bit-exactly"
-

@@ -13,9 +13,9 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D, CrossAttnUpBlock2D
 
-from sdkernels import tiny
-from sdkernels.demo import CAPTION_HEIGHT, side_by_side
-from sdkernels.demo import main as demo_main
+from sdkernels.testing import tiny
+from sdkernels.testing.demo import CAPTION_HEIGHT, side_by_side
+from sdkernels.testing.demo import main as demo_main
 
 TXT2IMG_LIKE = ["sd", "controlnet", "sdxl"]  # their whole call is seeded in fp32 (img2img/inpaint sample the VAE)
 
@@ -45,16 +45,29 @@ def test_tokenizer_does_clip_bpe() -> None:
     ids = tokenizer("a photo of a cat", padding="max_length", max_length=tokenizer.model_max_length).input_ids
     assert tokenizer.model_max_length == 77 and len(ids) == 77
     tokens = tokenizer.convert_ids_to_tokens(ids[:8])
-    assert tokens == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>", "<|endoftext|>",
-                      "<|endoftext|>"]
+    assert tokens == [
+        "<|startoftext|>",
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "a</w>",
+        "cat</w>",
+        "<|endoftext|>",
+        "<|endoftext|>",
+    ]
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a photo of a cat"
     # Words without merges fall back to byte tokens, and the lowercase normaliser applies.
     zebra = tokenizer("Zebra").input_ids
     assert tokenizer.convert_ids_to_tokens(zebra) == ["<|startoftext|>", "z", "e", "b", "r", "a</w>", "<|endoftext|>"]
     sdxl_second = tiny.make_tokenizer(pad_token="!")
     padded = sdxl_second("a dog", padding="max_length", max_length=77).input_ids
-    assert sdxl_second.convert_ids_to_tokens(padded[:5]) == ["<|startoftext|>", "a</w>", "dog</w>", "<|endoftext|>",
-                                                             "!"]
+    assert sdxl_second.convert_ids_to_tokens(padded[:5]) == [
+        "<|startoftext|>",
+        "a</w>",
+        "dog</w>",
+        "<|endoftext|>",
+        "!",
+    ]
 
 
 @pytest.mark.parametrize("name", list(tiny.BUILDERS))
@@ -72,8 +85,9 @@ def test_same_seed_same_image_other_seed_other_image(pipes, name: str) -> None:
     rng_before = torch.random.get_rng_state()
     rebuilt = tiny.BUILDERS[name](seed=0)
     assert torch.equal(torch.random.get_rng_state(), rng_before), "builders must not consume the global RNG"
-    for (key, ours), theirs in zip(pipes[name].unet.state_dict().items(), rebuilt.unet.state_dict().values(),
-                                   strict=True):
+    for (key, ours), theirs in zip(
+        pipes[name].unet.state_dict().items(), rebuilt.unet.state_dict().values(), strict=True
+    ):
         assert torch.equal(ours, theirs), key
     first = _image(pipes[name], steps=1)
     assert np.array_equal(first, _image(rebuilt, steps=1))
@@ -130,8 +144,14 @@ def test_vae_has_mid_attention_with_group_norm(pipes) -> None:
 
 def test_controlnet_matches_unet_and_changes_the_image(pipes) -> None:
     pipe = pipes["controlnet"]
-    for key in ("block_out_channels", "down_block_types", "cross_attention_dim", "attention_head_dim",
-                "norm_num_groups", "layers_per_block"):
+    for key in (
+        "block_out_channels",
+        "down_block_types",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "norm_num_groups",
+        "layers_per_block",
+    ):
         assert pipe.controlnet.config[key] == pipe.unet.config[key], key
     assert all(conv.weight.abs().sum() > 0 for conv in pipe.controlnet.controlnet_down_blocks)
     with_control = _image(pipe)
@@ -147,8 +167,9 @@ def test_sdxl_conditioning_dims(pipes) -> None:
     assert unet.config.addition_embed_type == "text_time"
     projection = pipe.text_encoder_2.config.projection_dim
     assert unet.add_embedding.linear_1.in_features == 6 * unet.config.addition_time_embed_dim + projection
-    assert unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size + \
-        pipe.text_encoder_2.config.hidden_size
+    assert (
+        unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    )
     assert pipe.tokenizer_2.pad_token == "!"
 
 

@@ -1,5 +1,5 @@
-"""The traffic model (sdkernels/traffic.py) against the bytes the kernels really load and store, counted under the
-Triton interpreter tensor by tensor; the SD shape tables (sdkernels/sd_shapes.py) against a meta-device forward of
+"""The traffic model (sdkernels/tools/traffic.py) against the bytes the kernels really load and store, counted under the
+Triton interpreter tensor by tensor; the SD shape tables (sdkernels/tools/sd_shapes.py) against a meta-device forward of
 the real diffusers models; and the `traffic` table itself."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdkernels import ops, reference, sd_shapes, traffic
+from sdkernels import ops, reference
 from sdkernels.kernels import group_norm as gn_kernel
+from sdkernels.tools import sd_shapes, traffic
 
 
 # ---------------------------------------------------------------------------------------------- byte counting
@@ -72,8 +73,15 @@ def count_bytes() -> Iterator[ByteCounter]:
 
 
 # ------------------------------------------------------------------------------------------ GroupNorm + SiLU
-def _group_norm_case(shape: tuple[int, ...], channels_last: bool, sm_count: int, expected_path: str,
-                     monkeypatch: pytest.MonkeyPatch, add: bool = True, affine: bool = True) -> None:
+def _group_norm_case(
+    shape: tuple[int, ...],
+    channels_last: bool,
+    sm_count: int,
+    expected_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    add: bool = True,
+    affine: bool = True,
+) -> None:
     monkeypatch.setattr(gn_kernel, "DEFAULT_SM_COUNT", sm_count)  # the SM count the launcher assumes off CUDA
     batch, channels = shape[:2]
     spatial = int(np.prod(shape[2:]))
@@ -87,14 +95,16 @@ def _group_norm_case(shape: tuple[int, ...], channels_last: bool, sm_count: int,
         out = ops.group_norm_silu(x, 32, weight, bias, 1e-5, add=temb)
     named = {"x": x, "add": temb, "weight": weight, "bias": bias, "out": out}
     measured = counter.by_tensor({name: t for name, t in named.items() if t is not None})
-    expected, path = traffic.group_norm_bytes(batch, channels, spatial, 32, 2, add=add, affine=affine,
-                                              sm_count=sm_count)
+    expected, path = traffic.group_norm_bytes(
+        batch, channels, spatial, 32, 2, add=add, affine=affine, sm_count=sm_count
+    )
     assert expected_path in path
     assert measured.pop("other") == expected.pop("partials")  # the split path's fp32 (mean, M2) scratch
     assert measured == {name: value for name, value in expected.items() if named[name] is not None}, path
     assert all(expected[name] == 0 for name, t in named.items() if t is None)
-    torch.testing.assert_close(out.float(), reference.group_norm_silu(x, 32, weight, bias, 1e-5, True, temb).float(),
-                               atol=2e-2, rtol=1e-2)  # sanity: the counted run computed GroupNorm + SiLU
+    torch.testing.assert_close(
+        out.float(), reference.group_norm_silu(x, 32, weight, bias, 1e-5, True, temb).float(), atol=2e-2, rtol=1e-2
+    )  # sanity: the counted run computed GroupNorm + SiLU
 
 
 def test_group_norm_one_tile_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,8 +112,9 @@ def test_group_norm_one_tile_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_group_norm_one_tile_bytes_without_add_or_affine(monkeypatch: pytest.MonkeyPatch) -> None:
-    _group_norm_case((1, 320, 4, 4), True, gn_kernel.DEFAULT_SM_COUNT, "fused one-tile", monkeypatch, add=False,
-                     affine=False)
+    _group_norm_case(
+        (1, 320, 4, 4), True, gn_kernel.DEFAULT_SM_COUNT, "fused one-tile", monkeypatch, add=False, affine=False
+    )
 
 
 def test_group_norm_loop_bytes_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,8 +125,9 @@ def test_group_norm_loop_bytes_channels_last(monkeypatch: pytest.MonkeyPatch) ->
 def test_group_norm_split_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     # 15x16 = 240 positions in chunks of 128 and 112: the last chunk is ragged.
     monkeypatch.setattr(gn_kernel, "FORCE_SPLIT", 2)
-    _group_norm_case((1, 320, 15, 16), False, gn_kernel.DEFAULT_SM_COUNT, "split: 32 groups x 2 chunks of 128",
-                     monkeypatch)
+    _group_norm_case(
+        (1, 320, 15, 16), False, gn_kernel.DEFAULT_SM_COUNT, "split: 32 groups x 2 chunks of 128", monkeypatch
+    )
 
 
 # ---------------------------------------------------------------------------------------------- GEGLU family
@@ -170,14 +182,19 @@ def test_sd_shapes_match_a_meta_forward_of_diffusers(model: str) -> None:
         context = torch.empty(2, sd_shapes.TEXT_LEN, sd_shapes.UNET_CONFIGS[model]["cross_attention_dim"])
         extra = {}
         if model == "sdxl":
-            extra = {"added_cond_kwargs": {"text_embeds": torch.empty(2, sd_shapes.SDXL_TEXT_EMBEDS_DIM),
-                                           "time_ids": torch.empty(2, sd_shapes.SDXL_TIME_IDS)}}
+            extra = {
+                "added_cond_kwargs": {
+                    "text_embeds": torch.empty(2, sd_shapes.SDXL_TEXT_EMBEDS_DIM),
+                    "time_ids": torch.empty(2, sd_shapes.SDXL_TIME_IDS),
+                }
+            }
         gn, geglu, attention = sd_shapes.census(model, unet, lambda: unet(sample, 10, context, **extra), "unet")
         if model == "sd15":  # the VAE is the same network in all three; its table is per level, checked at 512²
             vae = AutoencoderKL(**sd_shapes.VAE_CONFIGS[model])
             image = torch.empty(1, 3, sd_shapes.IMAGE_SIZE[model], sd_shapes.IMAGE_SIZE[model])
-            vae_gn, _, vae_attention = sd_shapes.census(model, vae,
-                                                        lambda: vae.decode(vae.encode(image).latent_dist.mode()))
+            vae_gn, _, vae_attention = sd_shapes.census(
+                model, vae, lambda: vae.decode(vae.encode(image).latent_dist.mode())
+            )
             gn, attention = gn + vae_gn, attention + vae_attention
     parts = ("vae.encoder", "vae.decoder") if model == "sd15" else ()
     assert sorted(gn, key=repr) == sorted(sd_shapes.group_norm_shapes([model], vae_parts=parts), key=repr)
@@ -233,11 +250,15 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
         ms = float(next(calls))
         return ms, 0.9 * ms, 1.1 * ms
 
-    cases = [bench_group_norm.make_case(sd_shapes.GroupNormShape("tiny", "unet", 1, 64, (4, 4), True, True, 1e-5, 3),
-                                        "fp16", "channels_last", 132),
-             bench_geglu.make_case(sd_shapes.GegluShape("tiny", 2, 8, 32, 128, 2), "fp16"),
-             bench_attention.make_case(sd_shapes.AttentionShape("tiny", "unet", "b", "self", 1, 2, 40, 16, 16, 1),
-                                       "fp16", "sm80")]
+    cases = [
+        bench_group_norm.make_case(
+            sd_shapes.GroupNormShape("tiny", "unet", 1, 64, (4, 4), True, True, 1e-5, 3), "fp16", "channels_last", 132
+        ),
+        bench_geglu.make_case(sd_shapes.GegluShape("tiny", 2, 8, 32, 128, 2), "fp16"),
+        bench_attention.make_case(
+            sd_shapes.AttentionShape("tiny", "unet", "b", "self", 1, 2, 40, 16, 16, 1), "fp16", "sm80"
+        ),
+    ]
     args = argparse.Namespace(dtype="fp16", csv=tmp_path / "kernels.csv", no_plot=False)
     peaks = common.Peaks(copy_gbps=1000.0, matmul_tflops=100.0)
     assert common.run_benchmark(cases, args, ["x"], timer=fake_timer, device=torch.device("cpu"), peaks=peaks) == 0
@@ -250,8 +271,9 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
     assert float(ours["gbps"]) == pytest.approx(cases[0].floor_bytes / float(ours["p50_ms"]) / 1e6)
     assert float(ours["peak_fraction"]) == pytest.approx(float(ours["gbps"]) / 1000.0)
     geglu = by[("geglu", "sdkernels")]
-    assert geglu["metric"] == "TFLOP/s" and float(geglu["tflops"]) == pytest.approx(2 * 16 * 32 * 256 /
-                                                                                   float(geglu["p50_ms"]) / 1e9)
+    assert geglu["metric"] == "TFLOP/s" and float(geglu["tflops"]) == pytest.approx(
+        2 * 16 * 32 * 256 / float(geglu["p50_ms"]) / 1e9
+    )
     for r in rows:  # every provider that ran matched the fp32 reference (fp16 rounding); refusals are noted
         assert (r["p50_ms"] == "") == r["note"].startswith("failed"), r
         assert r["p50_ms"] == "" or float(r["max_abs_err_fp32"]) < 2e-2, r
@@ -263,20 +285,25 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
     assert (tmp_path / "replot" / "attention.png").is_file()
 
 
-def test_bench_scripts_without_cuda_say_so_and_run_the_compile_report(monkeypatch: pytest.MonkeyPatch,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    import sdkernels.compile_report
+def test_bench_scripts_without_cuda_say_so_and_run_the_compile_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sdkernels.tools.compile_report
     from bench import bench_attention, bench_e2e, bench_geglu, bench_group_norm
     from bench.common import NO_CUDA_MESSAGE
 
     seen: list[list[str]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(sdkernels.compile_report, "main", lambda argv: seen.append(argv) or 1)
+    monkeypatch.setattr(sdkernels.tools.compile_report, "main", lambda argv: seen.append(argv) or 1)
     for script in (bench_group_norm, bench_geglu, bench_attention, bench_e2e):
         assert script.main([]) == 0
         assert NO_CUDA_MESSAGE in capsys.readouterr().out
-    assert seen == [["--kernel", "group_norm_silu"], ["--kernel", "geglu", "--kernel", "gelu_gate"],
-                    ["--kernel", "attention"], []]
+    assert seen == [
+        ["--kernel", "group_norm_silu"],
+        ["--kernel", "geglu", "--kernel", "gelu_gate"],
+        ["--kernel", "attention"],
+        [],
+    ]
 
 
 def test_e2e_measures_default_and_patched_on_tiny_models(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,20 +311,28 @@ def test_e2e_measures_default_and_patched_on_tiny_models(tmp_path, monkeypatch: 
     The ops take their PyTorch path here (kernel correctness is tested elsewhere), so outputs agree to fp32."""
     import sdkernels._dispatch
     from bench import bench_e2e, common
-    from sdkernels.tiny import components
+    from sdkernels.testing.tiny import components
 
     monkeypatch.setattr(sdkernels._dispatch, "INTERPRET", False)
-    vae_config = {"block_out_channels": [32, 32, 64, 64], "down_block_types": ["DownEncoderBlock2D"] * 4,
-                  "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 1, "norm_num_groups": 32}
+    vae_config = {
+        "block_out_channels": [32, 32, 64, 64],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 32,
+    }
     unet = bench_e2e.unet_workload("tiny-unet", components.tiny_sdxl_unet_config(), 64, components.TEXT_HIDDEN)
     vae = bench_e2e.vae_decode_workload("tiny-vae", vae_config, 64)
     env = common.environment(torch.device("cpu"))
     rows = []
     for workload in (unet, vae):
-        rows += bench_e2e.run_workload(workload, ("default", "patched"), torch.device("cpu"), torch.float32, 1, 2,
-                                       env)
-    assert [(r["workload"], r["variant"]) for r in rows] == [("tiny-unet", "default"), ("tiny-unet", "patched"),
-                                                            ("tiny-vae", "default"), ("tiny-vae", "patched")]
+        rows += bench_e2e.run_workload(workload, ("default", "patched"), torch.device("cpu"), torch.float32, 1, 2, env)
+    assert [(r["workload"], r["variant"]) for r in rows] == [
+        ("tiny-unet", "default"),
+        ("tiny-unet", "patched"),
+        ("tiny-vae", "default"),
+        ("tiny-vae", "patched"),
+    ]
     for default, patched in (rows[0:2], rows[2:4]):
         assert default["patched_sites"] == 0 < patched["patched_sites"] and patched["fallbacks"] == 0
         assert default["max_abs_diff_vs_default"] == 0 and default["finite"] and patched["finite"]

@@ -1,3 +1,18 @@
-"""diffusers integrations; importing this package registers every patch rule in sdkernels.patch.RULES."""
+"""diffusers integrations: the patch rules for every site sdkernels accelerates. `RULES` is the one registry
+sdkernels.patch applies, in this order."""
 
-from sdkernels.integrations import attention_processor, default_processor, geglu, norms, resnet  # noqa: F401
+from sdkernels.integrations.attention_processor import ATTENTION_PROCESSOR_RULE
+from sdkernels.integrations.default_processor import DEFAULT_PROCESSOR_RULE
+from sdkernels.integrations.geglu import GEGLU_RULE
+from sdkernels.integrations.norms import CONV_NORM_OUT_RULE, TRANSFORMER_2D_NORM_RULE
+from sdkernels.integrations.resnet import RESNET_BLOCK_RULE
+from sdkernels.rules import PatchRule
+
+RULES: tuple[PatchRule, ...] = (
+    ATTENTION_PROCESSOR_RULE,
+    DEFAULT_PROCESSOR_RULE,
+    GEGLU_RULE,
+    CONV_NORM_OUT_RULE,
+    TRANSFORMER_2D_NORM_RULE,
+    RESNET_BLOCK_RULE,
+)

@@ -23,7 +23,7 @@ from diffusers.utils import deprecate
 
 from sdkernels import ops
 from sdkernels._dispatch import note_fallback
-from sdkernels.patch import PatchRule, has_hooks, register_rule
+from sdkernels.rules import PatchRule, has_hooks
 
 ReplacedProcessor = AttnProcessor | AttnProcessor2_0 | FusedAttnProcessor2_0
 REPLACED_PROCESSORS: tuple[type, ...] = (AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0)
@@ -62,8 +62,10 @@ class SdkernelsAttnProcessor:
     def __init__(self, replaced: ReplacedProcessor | None = None) -> None:
         replaced = AttnProcessor2_0() if replaced is None else replaced
         if type(replaced) not in REPLACED_PROCESSORS:
-            raise TypeError(f"SdkernelsAttnProcessor replaces {[c.__name__ for c in REPLACED_PROCESSORS]}, "
-                            f"not {type(replaced).__name__}")
+            raise TypeError(
+                f"SdkernelsAttnProcessor replaces {[c.__name__ for c in REPLACED_PROCESSORS]}, "
+                f"not {type(replaced).__name__}"
+            )
         self.replaced = replaced
         self.fused = type(replaced) is FusedAttnProcessor2_0
         self.uses_attn_scale = type(replaced) is AttnProcessor  # the classic processor's baddbmm(alpha=attn.scale)
@@ -83,14 +85,24 @@ class SdkernelsAttnProcessor:
         self.fallbacks[reason] += 1
         note_fallback("attention_processor", reason)
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
-                 **kwargs: Any) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         unexpected = sorted(k for k in kwargs if k != "scale")
         if unexpected or isinstance(encoder_hidden_states, tuple | list):
             # IP-Adapter's (text, image) tuple or keywords the replaced processor may read: run it as it was.
-            self._fall_back(f"unexpected keyword arguments {unexpected}" if unexpected
-                            else "encoder_hidden_states is a tuple (IP-Adapter image embeddings)")
+            self._fall_back(
+                f"unexpected keyword arguments {unexpected}"
+                if unexpected
+                else "encoder_hidden_states is a tuple (IP-Adapter image embeddings)"
+            )
             return self.replaced(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         if len(args) > 0 or kwargs.get("scale", None) is not None:
             deprecate("scale", "1.0.0", _SCALE_DEPRECATION)
@@ -161,8 +173,9 @@ class SdkernelsAttnProcessor:
         x = ops.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu=False)
         return x.squeeze(-1).transpose(1, 2)
 
-    def _project(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """query, key, value as the replaced processor computes them (same modules, same order)."""
         if encoder_hidden_states is None:
             if self.fused and getattr(attn, "to_qkv", None) is not None:
@@ -184,8 +197,9 @@ class SdkernelsAttnProcessor:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         return query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
 
-    def _kernel_problem(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        mask: torch.Tensor | None) -> str | None:
+    def _kernel_problem(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> str | None:
         if not query.dtype == key.dtype == value.dtype:
             return f"query, key, value dtypes differ ({query.dtype}, {key.dtype}, {value.dtype})"
         head_dim_problem = ops.attention_kernel_problem(query, None)
@@ -207,16 +221,18 @@ class SdkernelsAttnProcessor:
                 return f"attention mask of shape {tuple(mask.shape)} does not broadcast to (B, H, Lq, Lk)"
         return None
 
-    def _attention(self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                   mask: torch.Tensor | None) -> torch.Tensor:
+    def _attention(
+        self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         # AttnProcessor2_0 / Fused leave the scale to SDPA (1/sqrt(head_dim)); the classic processor uses attn.scale.
         scale = attn.scale if self.uses_attn_scale else None
         problem = self._kernel_problem(query, key, value, mask)
         if problem is None:
             return ops.attention(query, key, value, scale=scale, attn_bias=_additive_bias(mask, query.dtype))
         self._fall_back(problem)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
-                                              scale=scale)
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False, scale=scale
+        )
 
 
 # ------------------------------------------------------------------------------------------------- patch rule
@@ -247,8 +263,13 @@ def _detail(attn: Attention) -> str:
     return processor.describe() if isinstance(processor, SdkernelsAttnProcessor) else ""
 
 
-register_rule(PatchRule(
-    name="attention_processor", kind="attention", site="Attention",
-    matches=lambda m: isinstance(m, Attention), apply=_apply, restore=_restore, detail=_detail,
+ATTENTION_PROCESSOR_RULE = PatchRule(
+    name="attention_processor",
+    kind="attention",
+    site="Attention",
+    matches=lambda m: isinstance(m, Attention),
+    apply=_apply,
+    restore=_restore,
+    detail=_detail,
     is_active=lambda m: isinstance(m.processor, SdkernelsAttnProcessor),
-))
+)

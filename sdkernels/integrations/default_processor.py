@@ -14,12 +14,13 @@ import torch.nn as nn
 from diffusers.models.attention_processor import Attention
 
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor, _apply
-from sdkernels.patch import PatchRule, bind_attribute, register_rule, restore_attributes
+from sdkernels.rules import PatchRule, bind_attribute, restore_attributes
 
 
 def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
-    patched = [m for m in self.modules()
-               if isinstance(m, Attention) and isinstance(m.processor, SdkernelsAttnProcessor)]
+    patched = [
+        m for m in self.modules() if isinstance(m, Attention) and isinstance(m.processor, SdkernelsAttnProcessor)
+    ]
     for attn in patched:
         attn.set_processor(attn.processor.replaced)
     type(self).set_default_attn_processor(self)
@@ -30,13 +31,18 @@ def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
 def _apply_wrapper(model: nn.Module) -> str | None:
     if "set_default_attn_processor" in model.__dict__:
         return "set_default_attn_processor is already replaced on this instance"
-    bind_attribute(model, "set_default_attn_processor", types.MethodType(set_default_attn_processor_keeping_kernels,
-                                                                         model))
+    bind_attribute(
+        model, "set_default_attn_processor", types.MethodType(set_default_attn_processor_keeping_kernels, model)
+    )
     return None
 
 
-register_rule(PatchRule(
-    name="set_default_attn_processor", kind="attention", site="set_default_attn_processor (kept working)",
+DEFAULT_PROCESSOR_RULE = PatchRule(
+    name="set_default_attn_processor",
+    kind="attention",
+    site="set_default_attn_processor (kept working)",
     matches=lambda m: callable(getattr(type(m), "set_default_attn_processor", None)),
-    apply=_apply_wrapper, restore=restore_attributes, in_report=False,
-))
+    apply=_apply_wrapper,
+    restore=restore_attributes,
+    in_report=False,
+)

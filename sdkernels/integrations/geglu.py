@@ -9,12 +9,16 @@ import torch.nn as nn
 from diffusers.models.activations import GEGLU
 
 from sdkernels import ops
-from sdkernels.patch import PatchRule, bind_forward, has_hooks, register_rule, restore_attributes
+from sdkernels.rules import PatchRule, bind_forward, has_hooks, restore_attributes
 
 
 def fused_gemm_applies(proj: nn.Module, x: torch.Tensor) -> bool:
-    return (type(proj) is nn.Linear and not has_hooks(proj) and proj.weight.dtype == x.dtype
-            and not torch.is_autocast_enabled(x.device.type))
+    return (
+        type(proj) is nn.Linear
+        and not has_hooks(proj)
+        and proj.weight.dtype == x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    )
 
 
 def fused_geglu_forward(self: GEGLU, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -38,7 +42,12 @@ def _detail(module: GEGLU) -> str:
     return f"proj is {type(module.proj).__name__}: runs proj(x) as a module, then the fused gelu_gate"
 
 
-register_rule(PatchRule(
-    name="geglu", kind="geglu", site="GEGLU", matches=lambda m: isinstance(m, GEGLU), apply=_apply,
-    restore=restore_attributes, detail=_detail,
-))
+GEGLU_RULE = PatchRule(
+    name="geglu",
+    kind="geglu",
+    site="GEGLU",
+    matches=lambda m: isinstance(m, GEGLU),
+    apply=_apply,
+    restore=restore_attributes,
+    detail=_detail,
+)

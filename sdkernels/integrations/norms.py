@@ -16,7 +16,7 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 from sdkernels import ops
-from sdkernels.patch import PatchRule, bind_forward, has_hooks, register_rule, restore_attributes
+from sdkernels.rules import PatchRule, bind_forward, has_hooks, restore_attributes
 
 _NORM_OUT_OWNERS = (UNet2DConditionModel, UNet2DModel, Encoder, Decoder)
 
@@ -68,14 +68,20 @@ def _apply_transformer_norm(model: Transformer2DModel) -> str | None:
     return problem
 
 
-register_rule(PatchRule(
-    name="conv_norm_out", kind="group_norm", site="conv_norm_out+conv_act",
+CONV_NORM_OUT_RULE = PatchRule(
+    name="conv_norm_out",
+    kind="group_norm",
+    site="conv_norm_out+conv_act",
     matches=lambda m: isinstance(m, _NORM_OUT_OWNERS) and getattr(m, "conv_norm_out", None) is not None,
-    apply=_apply_norm_out, restore=_restore_norm_out,
-))
+    apply=_apply_norm_out,
+    restore=_restore_norm_out,
+)
 
-register_rule(PatchRule(
-    name="transformer_2d_norm", kind="group_norm", site="Transformer2DModel.norm",
+TRANSFORMER_2D_NORM_RULE = PatchRule(
+    name="transformer_2d_norm",
+    kind="group_norm",
+    site="Transformer2DModel.norm",
     matches=lambda m: isinstance(m, Transformer2DModel) and isinstance(getattr(m, "norm", None), nn.GroupNorm),
-    apply=_apply_transformer_norm, restore=lambda m: restore_attributes(m.norm),
-))
+    apply=_apply_transformer_norm,
+    restore=lambda m: restore_attributes(m.norm),
+)

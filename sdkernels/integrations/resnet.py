@@ -14,15 +14,16 @@ from diffusers.models.resnet import ResnetBlock2D
 
 from sdkernels import ops
 from sdkernels._dispatch import note_fallback
-from sdkernels.patch import PatchRule, bind_forward, has_hooks, register_rule, restore_attributes
+from sdkernels.rules import PatchRule, bind_forward, has_hooks, restore_attributes
 
 
 def _group_norm(norm: nn.GroupNorm, x: torch.Tensor, *, silu: bool, add: torch.Tensor | None = None) -> torch.Tensor:
     return ops.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu=silu, add=add)
 
 
-def fused_resnet_forward(self: ResnetBlock2D, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args,
-                         **kwargs) -> torch.Tensor:
+def fused_resnet_forward(
+    self: ResnetBlock2D, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args, **kwargs
+) -> torch.Tensor:
     if args or kwargs.get("scale") is not None:  # deprecated `scale` argument: let diffusers warn and handle it
         return type(self).forward(self, input_tensor, temb, *args, **kwargs)
     if has_hooks(self.norm1) or has_hooks(self.norm2):  # hooked after patching (offload): the norms must run as
@@ -97,7 +98,11 @@ def _apply(block: ResnetBlock2D) -> str | None:
     return reason
 
 
-register_rule(PatchRule(
-    name="resnet_block_2d", kind="group_norm", site="ResnetBlock2D",
-    matches=lambda m: isinstance(m, ResnetBlock2D), apply=_apply, restore=restore_attributes,
-))
+RESNET_BLOCK_RULE = PatchRule(
+    name="resnet_block_2d",
+    kind="group_norm",
+    site="ResnetBlock2D",
+    matches=lambda m: isinstance(m, ResnetBlock2D),
+    apply=_apply,
+    restore=restore_attributes,
+)

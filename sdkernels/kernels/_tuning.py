@@ -1,5 +1,5 @@
 """Autotuning that also works under the Triton interpreter, and the description of a shipped kernel config
-that the ahead-of-time compile report (sdkernels/compile_report.py) compiles for sm_80 and sm_90."""
+that the ahead-of-time compile report (sdkernels/tools/compile_report.py) compiles for sm_80 and sm_90."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
             raise ValueError("sdkernels: no autotune config fits these arguments")
         return kept[:1] if INTERPRET else kept
 
-    return triton.autotune(configs=list(configs), key=key, prune_configs_by={"early_config_prune": early_prune},
-                           **kwargs)
+    return triton.autotune(
+        configs=list(configs), key=key, prune_configs_by={"early_config_prune": early_prune}, **kwargs
+    )
 
 
 @dataclass(frozen=True)

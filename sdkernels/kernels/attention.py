@@ -35,8 +35,9 @@ _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
 
 @triton.jit
-def _load_rows(base, rows, row_stride, n_rows, cols, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr,
-               CHECK_COLS: tl.constexpr):
+def _load_rows(
+    base, rows, row_stride, n_rows, cols, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr
+):
     """Load the (rows, cols) tile of a row-major matrix with unit column stride; masked lanes read 0."""
     ptrs = base + rows[:, None] * row_stride + cols[None, :]
     if CHECK_ROWS:
@@ -62,8 +63,21 @@ def _store_rows(base, rows, row_stride, n_rows, cols, tile, HEAD_DIM: tl.constex
 
 
 @triton.jit
-def _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk,
-                  BIAS: tl.constexpr, EVEN_N: tl.constexpr):
+def _softmax_step(
+    scores,
+    rows,
+    keys,
+    m_i,
+    l_i,
+    qk_scale,
+    bias_base,
+    stride_bm,
+    stride_bn,
+    Lq,
+    Lk,
+    BIAS: tl.constexpr,
+    EVEN_N: tl.constexpr,
+):
     """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
     accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
     as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN."""
@@ -92,13 +106,40 @@ def _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, 
 @triton.heuristics(_EVEN_N)
 @triton.jit
 def _attention_pieces_kernel(
-    Q, K, V, Bias, Out,
-    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
-    Lq, Lk, qk_scale,
-    HEAD_DIM: tl.constexpr, D_PIECE0: tl.constexpr, D_PIECE1: tl.constexpr, D_PIECE2: tl.constexpr,
-    BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_UNIT: tl.constexpr, EVEN_N: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    Q,
+    K,
+    V,
+    Bias,
+    Out,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_bb,
+    stride_bh,
+    stride_bm,
+    stride_bn,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    Lq,
+    Lk,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    D_PIECE0: tl.constexpr,
+    D_PIECE1: tl.constexpr,
+    D_PIECE2: tl.constexpr,
+    BIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    STRIDE_UNIT: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     # For each key tile: S = (Σ_pieces Q[:, piece] K[:, piece]ᵀ)·scale·log2e + bias·log2e, all in fp32.
     # Online softmax: m = max(m, rowmax S), P = exp2(S - m), l = l·α + rowsum P, acc_i = acc_i·α + P V[:, piece_i].
@@ -143,8 +184,9 @@ def _attention_pieces_kernel(
         if D_PIECE2 > 0:
             k2 = _load_rows(k_base, keys, stride_kn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
-                                           Lq, Lk, BIAS, EVEN_N)
+        p, alpha, m_i, l_i = _softmax_step(
+            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+        )
         # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
         p = p.to(V.dtype.element_ty)
         v0 = _load_rows(v_base, keys, stride_vn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
@@ -161,24 +203,59 @@ def _attention_pieces_kernel(
     out_ty = Out.dtype.element_ty
     _store_rows(o_base, rows, stride_om, Lq, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM)
     if D_PIECE1 > 0:
-        _store_rows(o_base, rows, stride_om, Lq, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM,
-                    D_START2 > HEAD_DIM)
+        _store_rows(
+            o_base, rows, stride_om, Lq, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_START2 > HEAD_DIM
+        )
     if D_PIECE2 > 0:
-        _store_rows(o_base, rows, stride_om, Lq, cols2, (acc2 * inv_l[:, None]).to(out_ty), HEAD_DIM,
-                    D_START2 + D_PIECE2 > HEAD_DIM)
+        _store_rows(
+            o_base,
+            rows,
+            stride_om,
+            Lq,
+            cols2,
+            (acc2 * inv_l[:, None]).to(out_ty),
+            HEAD_DIM,
+            D_START2 + D_PIECE2 > HEAD_DIM,
+        )
 
 
 @autotune(DV_SPLIT_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
 @triton.heuristics(_EVEN_N)
 @triton.jit
 def _attention_dv_split_kernel(
-    Q, K, V, Bias, Out,
-    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_bb, stride_bh, stride_bm, stride_bn, stride_ob, stride_oh, stride_om,
-    Lq, Lk, qk_scale,
-    HEAD_DIM: tl.constexpr, BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, STRIDE_UNIT: tl.constexpr,
+    Q,
+    K,
+    V,
+    Bias,
+    Out,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_bb,
+    stride_bh,
+    stride_bm,
+    stride_bn,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    Lq,
+    Lk,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    STRIDE_UNIT: tl.constexpr,
     EVEN_N: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QK_CHUNK: tl.constexpr, DV_CHUNK: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    QK_CHUNK: tl.constexpr,
+    DV_CHUNK: tl.constexpr,
 ):
     # Program (m-block, dv-chunk) owns O[rows, dv : dv + DV_CHUNK]. For each key tile:
     # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
@@ -211,15 +288,24 @@ def _attention_dv_split_kernel(
             q = _load_rows(q_base, rows, stride_qm, Lq, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
             k = _load_rows(k_base, keys, stride_kn, Lk, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
             scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn,
-                                           Lq, Lk, BIAS, EVEN_N)
+        p, alpha, m_i, l_i = _softmax_step(
+            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+        )
         v = _load_rows(v_base, keys, stride_vn, Lk, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
         acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
 
     inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
     o_base = Out + off_b * stride_ob + off_h * stride_oh
-    _store_rows(o_base, rows, stride_om, Lq, dv_cols, (acc * inv_l[:, None]).to(Out.dtype.element_ty), HEAD_DIM,
-                HEAD_DIM % DV_CHUNK != 0)
+    _store_rows(
+        o_base,
+        rows,
+        stride_om,
+        Lq,
+        dv_cols,
+        (acc * inv_l[:, None]).to(Out.dtype.element_ty),
+        HEAD_DIM,
+        HEAD_DIM % DV_CHUNK != 0,
+    )
 
 
 def _outer_strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -233,8 +319,9 @@ def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-              attn_bias: torch.Tensor | None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, attn_bias: torch.Tensor | None
+) -> torch.Tensor:
     """softmax(q kᵀ·scale + attn_bias) v. q: (B, H, Lq, D), k/v: (B, H, Lk, D), D % 8 == 0 and D ≤ 512 (checked by
     sdkernels.ops); attn_bias: None or 4-D, broadcastable to (B, H, Lq, Lk), any float dtype, read with stride 0 on
     broadcast dims. Returns (B, H, Lq, D) in q's dtype with the (B, Lq, H, D) memory layout."""
@@ -249,10 +336,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     qkvo_strides = [s for t in (q, k, v, out) for s in _outer_strides(t)]
     unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
     qkvo_strides = [s // unit for s in qkvo_strides]
-    args = (q, k, v, q if bias is None else bias, out, *qkvo_strides[:9], *bias_strides, *qkvo_strides[9:],
-            lq, lk, scale * LOG2E.value)  # (q stands in for a missing bias pointer; it is never read)
-    meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype),
-            "STRIDE_UNIT": unit}
+    args = (
+        q,
+        k,
+        v,
+        q if bias is None else bias,
+        out,
+        *qkvo_strides[:9],
+        *bias_strides,
+        *qkvo_strides[9:],
+        lq,
+        lk,
+        scale * LOG2E.value,
+    )  # (q stands in for a missing bias pointer; it is never read)
+    meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype), "STRIDE_UNIT": unit}
     if uses_pieces_kernel(head_dim, q.dtype):
         pieces = head_dim_pieces(head_dim)
         grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), heads, batch)

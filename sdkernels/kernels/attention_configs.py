@@ -36,7 +36,7 @@ def head_dim_pieces(head_dim: int) -> tuple[int, int, int]:
 
 
 def bias_kind(attn_bias: torch.Tensor | None) -> str:
-    """"none"; "per_key" when the (expanded) bias does not vary along the queries (stride 0, or one query), as for
+    """ "none"; "per_key" when the (expanded) bias does not vary along the queries (stride 0, or one query), as for
     key-padding masks, so the kernel loads one bias row per key tile; else "per_query_key"."""
     if attn_bias is None:
         return "none"
@@ -80,18 +80,28 @@ PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("small", "half", 256, True): [_cfg(64, 32, 4, 2)],
 }
 DV_SPLIT_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
-    ("sm80", "half", 512, False): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
-                                   _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("sm90", "half", 512, False): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=256),
-                                   _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("sm80", "half", 512, False): [
+        _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+        _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
+    ],
+    ("sm90", "half", 512, False): [
+        _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=256),
+        _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+    ],
     ("small", "half", 512, False): [_cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("sm80", "half", 512, True): [_cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
-                                  _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("sm90", "half", 512, True): [_cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
-                                  _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
+    ("sm80", "half", 512, True): [
+        _cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
+        _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+    ],
+    ("sm90", "half", 512, True): [
+        _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
+        _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
+    ],
     ("small", "half", 512, True): [_cfg(64, 32, 4, 2, QK_CHUNK=64, DV_CHUNK=128)],
-    ("any", "fp32", 512, False): [_cfg(64, 32, 8, 2, QK_CHUNK=16, DV_CHUNK=64),
-                                  _cfg(64, 64, 8, 2, QK_CHUNK=16, DV_CHUNK=64)],
+    ("any", "fp32", 512, False): [
+        _cfg(64, 32, 8, 2, QK_CHUNK=16, DV_CHUNK=64),
+        _cfg(64, 64, 8, 2, QK_CHUNK=16, DV_CHUNK=64),
+    ],
     ("any", "fp32", 512, True): [_cfg(64, 32, 8, 2, QK_CHUNK=16, DV_CHUNK=64)],
 }
 PIECES_CONFIGS = [c for configs in PIECES_TABLE.values() for c in configs]
@@ -152,14 +162,32 @@ def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
     q = torch.empty(2, lq, heads * head_dim, device="meta").view(2, lq, heads, head_dim).transpose(1, 2)
     kv = torch.empty(2, lk, heads * head_dim, device="meta").view(2, lk, heads, head_dim).transpose(1, 2)
     bias_shape = {"none": None, "per_key": (2, 1, 1, lk), "per_query_key": (2, heads, lq, lk)}[bias]
-    bias_strides = (0,) * 4 if bias_shape is None else \
-        torch.empty(bias_shape, device="meta").expand(2, heads, lq, lk).stride()
+    bias_strides = (
+        (0,) * 4 if bias_shape is None else torch.empty(bias_shape, device="meta").expand(2, heads, lq, lk).stride()
+    )
     unit = 8  # every SD head dim is a multiple of 8, so the q/k/v/out strides travel divided by 8
     qkv = [s // unit for s in (*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3])]
     values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), lq, lk]
-    names = ["stride_qb", "stride_qh", "stride_qm", "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh",
-             "stride_vn", "stride_bb", "stride_bh", "stride_bm", "stride_bn", "stride_ob", "stride_oh", "stride_om",
-             "Lq", "Lk"]
+    names = [
+        "stride_qb",
+        "stride_qh",
+        "stride_qm",
+        "stride_kb",
+        "stride_kh",
+        "stride_kn",
+        "stride_vb",
+        "stride_vh",
+        "stride_vn",
+        "stride_bb",
+        "stride_bh",
+        "stride_bm",
+        "stride_bn",
+        "stride_ob",
+        "stride_oh",
+        "stride_om",
+        "Lq",
+        "Lk",
+    ]
     return dict(zip(names, values, strict=True))
 
 
@@ -172,10 +200,18 @@ def shipped_specs(pieces_fn: Any, dv_split_fn: Any) -> list[AotSpec]:
             table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
             ints = _sd_call_args(head_dim, bias, even_n)
             pointer = f"*{_TRITON_DTYPE[dtype]}"
-            signature = {**dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
-                         **dict.fromkeys(ints, "i32"), "qk_scale": "fp32"}
-            constexprs = {"HEAD_DIM": head_dim, "BIAS": bias, "DOT_PRECISION": dot_precision(dtype), "STRIDE_UNIT": 8,
-                          "EVEN_N": even_n}
+            signature = {
+                **dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
+                **dict.fromkeys(ints, "i32"),
+                "qk_scale": "fp32",
+            }
+            constexprs = {
+                "HEAD_DIM": head_dim,
+                "BIAS": bias,
+                "DOT_PRECISION": dot_precision(dtype),
+                "STRIDE_UNIT": 8,
+                "EVEN_N": even_n,
+            }
             if pieces_kernel:
                 constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
             wanted = (dtype_kind, head_dim_bucket(head_dim, dtype), bias == "per_query_key")
@@ -183,14 +219,27 @@ def shipped_specs(pieces_fn: Any, dv_split_fn: Any) -> list[AotSpec]:
                 if tuple(kind_bucket_bias) != wanted:
                     continue
                 for index, config in enumerate(configs):
-                    specs.append(AotSpec(
-                        kernel="attention", fn=pieces_fn if pieces_kernel else dv_split_fn,
-                        variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-bias_{bias}-"
-                                f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
-                        signature=signature, constexprs={**constexprs, **config.kwargs},
-                        num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype_kind == "half",
-                        divisible_by_16=("Q", "K", "V", "Bias", "Out",
-                                         *(name for name, value in ints.items() if value % 16 == 0)),
-                        equal_to_1=tuple(name for name, value in ints.items() if value == 1),
-                        archs=_ARCH_OF_KIND[arch]))
+                    specs.append(
+                        AotSpec(
+                            kernel="attention",
+                            fn=pieces_fn if pieces_kernel else dv_split_fn,
+                            variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-bias_{bias}-"
+                            f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
+                            signature=signature,
+                            constexprs={**constexprs, **config.kwargs},
+                            num_warps=config.num_warps,
+                            num_stages=config.num_stages,
+                            uses_dot=dtype_kind == "half",
+                            divisible_by_16=(
+                                "Q",
+                                "K",
+                                "V",
+                                "Bias",
+                                "Out",
+                                *(name for name, value in ints.items() if value % 16 == 0),
+                            ),
+                            equal_to_1=tuple(name for name, value in ints.items() if value == 1),
+                            archs=_ARCH_OF_KIND[arch],
+                        )
+                    )
     return specs

@@ -20,8 +20,11 @@ Tensor = torch.Tensor
 
 
 def _config(block_m: int, block_n: int, block_k: int, stages: int, warps: int, group_m: int = 8) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
+    return triton.Config(
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": group_m},
+        num_stages=stages,
+        num_warps=warps,
+    )
 
 
 # fp16/bf16 (tensor cores). BLOCK_N counts output columns, so a program's MMA width is 2·BLOCK_N (value + gate)
@@ -57,9 +60,25 @@ def _drop_sm90_only(configs: list[triton.Config], args: dict) -> list[triton.Con
 
 
 @triton.jit
-def _geglu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_wk, stride_om,
-                  HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+def _geglu_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_wn,
+    stride_wk,
+    stride_om,
+    HAS_BIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
     # Output tile (BLOCK_M tokens) x (BLOCK_N of the N = inner columns): over K in BLOCK_K steps, one x tile feeds
     # two dots, acc_v += x · W[n]ᵀ (value rows) and acc_g += x · W[N + n]ᵀ (gate rows), both in fp32.
     # Epilogue: out = (acc_v + b[n]) · 0.5·g·(1 + erf(g/√2)) with g = acc_g + b[N + n]; only (M, N) is stored.
@@ -131,9 +150,21 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     def grid(meta: dict) -> tuple[int]:
         return (triton.cdiv(tokens, meta["BLOCK_M"]) * triton.cdiv(inner, meta["BLOCK_N"]),)
 
-    kernel[grid](x2, weight, weight if bias is None else bias, out2, tokens, inner, dim,
-                 x2.stride(0), weight.stride(0), weight.stride(1), out2.stride(0),
-                 HAS_BIAS=bias is not None, DOT_PRECISION="ieee" if fp32 else "tf32")
+    kernel[grid](
+        x2,
+        weight,
+        weight if bias is None else bias,
+        out2,
+        tokens,
+        inner,
+        dim,
+        x2.stride(0),
+        weight.stride(0),
+        weight.stride(1),
+        out2.stride(0),
+        HAS_BIAS=bias is not None,
+        DOT_PRECISION="ieee" if fp32 else "tf32",
+    )
     return out
 
 
@@ -147,16 +178,32 @@ def aot_specs() -> list[AotSpec]:
     specs = []
     for dtype, config, archs in shipped:
         tiles = config.kwargs
-        specs.append(AotSpec(
-            kernel="geglu",
-            variant=f"{dtype}_m{tiles['BLOCK_M']}_n{tiles['BLOCK_N']}_k{tiles['BLOCK_K']}"
-                    f"_s{config.num_stages}_w{config.num_warps}",
-            fn=jit_fn(_geglu_kernel),
-            signature={"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
-                       "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
-                       "stride_wk": "i32", "stride_om": "i32"},
-            constexprs={"HAS_BIAS": True, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32", **tiles},
-            num_warps=config.num_warps, num_stages=config.num_stages, uses_dot=dtype != "fp32",
-            divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_om"),
-            equal_to_1=("stride_wk",), archs=archs))
+        specs.append(
+            AotSpec(
+                kernel="geglu",
+                variant=f"{dtype}_m{tiles['BLOCK_M']}_n{tiles['BLOCK_N']}_k{tiles['BLOCK_K']}"
+                f"_s{config.num_stages}_w{config.num_warps}",
+                fn=jit_fn(_geglu_kernel),
+                signature={
+                    "x_ptr": f"*{dtype}",
+                    "w_ptr": f"*{dtype}",
+                    "b_ptr": f"*{dtype}",
+                    "out_ptr": f"*{dtype}",
+                    "M": "i32",
+                    "N": "i32",
+                    "K": "i32",
+                    "stride_xm": "i32",
+                    "stride_wn": "i32",
+                    "stride_wk": "i32",
+                    "stride_om": "i32",
+                },
+                constexprs={"HAS_BIAS": True, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32", **tiles},
+                num_warps=config.num_warps,
+                num_stages=config.num_stages,
+                uses_dot=dtype != "fp32",
+                divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_om"),
+                equal_to_1=("stride_wk",),
+                archs=archs,
+            )
+        )
     return specs

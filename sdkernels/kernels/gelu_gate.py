@@ -34,8 +34,14 @@ def rows_view(t: Tensor, op: str, name: str) -> Tensor:
             pass
     if f"{op}.{name}" not in _copy_warned:
         _copy_warned.add(f"{op}.{name}")
-        logger.warning("sdkernels.%s: %s of shape %s, strides %s has no (rows, %d) view with unit last stride; "
-                       "copying it once", op, name, tuple(t.shape), t.stride(), n)
+        logger.warning(
+            "sdkernels.%s: %s of shape %s, strides %s has no (rows, %d) view with unit last stride; copying it once",
+            op,
+            name,
+            tuple(t.shape),
+            t.stride(),
+            n,
+        )
     return t.reshape(rows, n).contiguous()
 
 
@@ -58,8 +64,7 @@ def _prune_wide_tiles(configs: list[triton.Config], args: dict) -> list[triton.C
 
 @autotune(GELU_GATE_CONFIGS, key=["M", "N"], prune=_prune_wide_tiles)
 @triton.jit
-def _gelu_gate_kernel(h_ptr, out_ptr, M, N, stride_hm, stride_om,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _gelu_gate_kernel(h_ptr, out_ptr, M, N, stride_hm, stride_om, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # One BLOCK_M x BLOCK_N tile of outputs per program: value = h[m, n], gate = h[m, N + n].
     # out[m, n] = value * 0.5 * gate * (1 + erf(gate / sqrt(2))), all in fp32 (bf16 is upcast on load),
     # rounded once to the output dtype. Row offsets in int64: M * stride can pass 2**31.
@@ -102,11 +107,24 @@ def aot_specs() -> list[AotSpec]:
     for dtype in ("fp16", "bf16"):
         for config in GELU_GATE_CONFIGS:
             bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-            specs.append(AotSpec(
-                kernel="gelu_gate", variant=f"{dtype}_m{bm}_n{bn}_w{config.num_warps}", fn=jit_fn(_gelu_gate_kernel),
-                signature={"h_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "M": "i32", "N": "i32",
-                           "stride_hm": "i32", "stride_om": "i32"},
-                constexprs={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=config.num_warps,
-                num_stages=config.num_stages, uses_dot=False,
-                divisible_by_16=("h_ptr", "out_ptr", "N", "stride_hm", "stride_om")))
+            specs.append(
+                AotSpec(
+                    kernel="gelu_gate",
+                    variant=f"{dtype}_m{bm}_n{bn}_w{config.num_warps}",
+                    fn=jit_fn(_gelu_gate_kernel),
+                    signature={
+                        "h_ptr": f"*{dtype}",
+                        "out_ptr": f"*{dtype}",
+                        "M": "i32",
+                        "N": "i32",
+                        "stride_hm": "i32",
+                        "stride_om": "i32",
+                    },
+                    constexprs={"BLOCK_M": bm, "BLOCK_N": bn},
+                    num_warps=config.num_warps,
+                    num_stages=config.num_stages,
+                    uses_dot=False,
+                    divisible_by_16=("h_ptr", "out_ptr", "N", "stride_hm", "stride_om"),
+                )
+            )
     return specs

@@ -80,8 +80,9 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
 
 
 # ----------------------------------------------------------------------------------------------------- launcher
-def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
-                    silu: bool, add: Tensor | None) -> Tensor:
+def group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
     """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
     Returns an empty_like(x) output: x's dtype and memory format."""
     out = poison(torch.empty_like(x))
@@ -98,12 +99,25 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None, bias: Ten
     batch, channels = x.shape[:2]
     spatial, cpg, n_groups = x[0, 0].numel(), channels // num_groups, batch * num_groups
     args = dict(zip(("stride_xn", "stride_xc", "stride_xs"), _ncs_strides(x), strict=True)) | dict(
-        zip(("stride_on", "stride_oc", "stride_os"), _ncs_strides(target), strict=True))
-    args |= dict(x_ptr=x, out_ptr=target, weight_ptr=x if weight is None else weight.contiguous(),  # (C,): tiny
-                 bias_ptr=x if bias is None else bias.contiguous(), add_ptr=x if add is None else add, G=num_groups,
-                 S=spatial, stride_an=0 if add is None else add.stride(0), eps=eps,
-                 stride_ac=0 if add is None else add.stride(1), CPG=cpg, HAS_WEIGHT=weight is not None,
-                 HAS_BIAS=bias is not None, HAS_ADD=add is not None, SILU=silu)
+        zip(("stride_on", "stride_oc", "stride_os"), _ncs_strides(target), strict=True)
+    )
+    args |= dict(
+        x_ptr=x,
+        out_ptr=target,
+        weight_ptr=x if weight is None else weight.contiguous(),  # (C,): tiny
+        bias_ptr=x if bias is None else bias.contiguous(),
+        add_ptr=x if add is None else add,
+        G=num_groups,
+        S=spatial,
+        stride_an=0 if add is None else add.stride(0),
+        eps=eps,
+        stride_ac=0 if add is None else add.stride(1),
+        CPG=cpg,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        HAS_ADD=add is not None,
+        SILU=silu,
+    )
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else None
     chunk = split_chunk(n_groups, cpg, spatial, sms or DEFAULT_SM_COUNT)
     if chunk is None:
@@ -134,27 +148,78 @@ def aot_specs() -> list[AotSpec]:
         unit = {"stride_ac", "stride_xc", "stride_oc"} if channels_last else {"stride_ac", "stride_xs", "stride_os"}
         one_group = {"ONE_TILE": True, "MAX_GROUPS_PER_PROGRAM": 1, "GROUPS_PER_PROGRAM": 1}
         for kernel, variant, constexprs in (
-            (group_norm_fused_kernel, "fused one tile", {**full, **one_group, "CPG": 40, "BLOCK_C": 64,
-                                                         "BLOCK_S": tile // 64}),
-            (group_norm_fused_kernel, "fused groups", {**full, "CPG": 10, "BLOCK_C": 16, "BLOCK_S": 64,
-                                                       "ONE_TILE": True, "MAX_GROUPS_PER_PROGRAM": tile // 1024,
-                                                       "GROUPS_PER_PROGRAM": tile // 1024}),
-            (group_norm_fused_kernel, "fused all groups", {**full, "CPG": 4, "BLOCK_C": 4, "BLOCK_S": tile // 128,
-                                                           "ONE_TILE": True, "MAX_GROUPS_PER_PROGRAM": 32,
-                                                           "GROUPS_PER_PROGRAM": 32}),
-            (group_norm_fused_kernel, "fused loop", {**full, "CPG": 10, "BLOCK_C": 16, "BLOCK_S": tile // 16,
-                                                     "ONE_TILE": False, "MAX_GROUPS_PER_PROGRAM": 1,
-                                                     "GROUPS_PER_PROGRAM": 1}),
+            (
+                group_norm_fused_kernel,
+                "fused one tile",
+                {**full, **one_group, "CPG": 40, "BLOCK_C": 64, "BLOCK_S": tile // 64},
+            ),
+            (
+                group_norm_fused_kernel,
+                "fused groups",
+                {
+                    **full,
+                    "CPG": 10,
+                    "BLOCK_C": 16,
+                    "BLOCK_S": 64,
+                    "ONE_TILE": True,
+                    "MAX_GROUPS_PER_PROGRAM": tile // 1024,
+                    "GROUPS_PER_PROGRAM": tile // 1024,
+                },
+            ),
+            (
+                group_norm_fused_kernel,
+                "fused all groups",
+                {
+                    **full,
+                    "CPG": 4,
+                    "BLOCK_C": 4,
+                    "BLOCK_S": tile // 128,
+                    "ONE_TILE": True,
+                    "MAX_GROUPS_PER_PROGRAM": 32,
+                    "GROUPS_PER_PROGRAM": 32,
+                },
+            ),
+            (
+                group_norm_fused_kernel,
+                "fused loop",
+                {
+                    **full,
+                    "CPG": 10,
+                    "BLOCK_C": 16,
+                    "BLOCK_S": tile // 16,
+                    "ONE_TILE": False,
+                    "MAX_GROUPS_PER_PROGRAM": 1,
+                    "GROUPS_PER_PROGRAM": 1,
+                },
+            ),
             (group_norm_partials_kernel, "split partials", {**split_tile, "HAS_ADD": True}),
             (group_norm_apply_kernel, "split apply", {**full, **split_tile, "BLOCK_SPLIT": 32}),
         ):
             fn = jit_fn(kernel)
-            signature = {p.name: "fp32" if p.name == "eps" else "*fp32" if p.name == "partials_ptr" else
-                         f"*{element}" if p.name.endswith("_ptr") else "i32" for p in fn.params if not p.is_constexpr}
-            specs.append(AotSpec(
-                kernel="group_norm_silu", fn=fn, signature=signature, constexprs={**constexprs, **config.kwargs},
-                variant=f"{variant} {element} {'channels_last' if channels_last else 'nchw'} tile{tile} "
-                        f"w{config.num_warps}", num_warps=config.num_warps, num_stages=config.num_stages,
-                uses_dot=False, divisible_by_16=tuple(n for n in signature if n not in unit and n != "eps"),
-                equal_to_1=tuple(sorted(unit & signature.keys()))))
+            signature = {
+                p.name: "fp32"
+                if p.name == "eps"
+                else "*fp32"
+                if p.name == "partials_ptr"
+                else f"*{element}"
+                if p.name.endswith("_ptr")
+                else "i32"
+                for p in fn.params
+                if not p.is_constexpr
+            }
+            specs.append(
+                AotSpec(
+                    kernel="group_norm_silu",
+                    fn=fn,
+                    signature=signature,
+                    constexprs={**constexprs, **config.kwargs},
+                    variant=f"{variant} {element} {'channels_last' if channels_last else 'nchw'} tile{tile} "
+                    f"w{config.num_warps}",
+                    num_warps=config.num_warps,
+                    num_stages=config.num_stages,
+                    uses_dot=False,
+                    divisible_by_16=tuple(n for n in signature if n not in unit and n != "eps"),
+                    equal_to_1=tuple(sorted(unit & signature.keys())),
+                )
+            )
     return specs

@@ -54,8 +54,20 @@ def _groups_per_program(args: dict[str, Any]) -> int:
 # Helpers run once per program or channel block, loop bodies are inline: under TRITON_INTERPRET each call of a jit
 # helper re-patches triton.language (~7 ms), which would dominate the interpreted tests.
 @triton.jit
-def _channel_terms(weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_pivot, rstd,
-                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr):
+def _channel_terms(
+    weight_ptr,
+    bias_ptr,
+    add_grp,
+    ch,
+    c_ok,
+    c0,
+    stride_ac,
+    add_pivot,
+    rstd,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+):
     """Per-channel (add - add_pivot, rstd * weight, bias) as fp32 columns; weight/bias may be fp32 for fp16 x."""
     add_shift = tl.zeros(ch.shape, dtype=tl.float32)
     scale = add_shift + rstd
@@ -70,8 +82,21 @@ def _channel_terms(weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_p
 
 
 @triton.jit
-def _chunk_moments(x_grp, add_grp, s_begin, s_end, stride_xc, stride_xs, stride_ac, pivot, add_pivot,
-                   CPG: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+def _chunk_moments(
+    x_grp,
+    add_grp,
+    s_begin,
+    s_end,
+    stride_xc,
+    stride_xs,
+    stride_ac,
+    pivot,
+    add_pivot,
+    CPG: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
     """(count, mean, M2) of h - pivot over positions [s_begin, s_end) of the group's CPG channels: each tile
     centred two-pass in registers, tiles merged with Chan et al.'s parallel formula."""
     count = 0.0
@@ -80,8 +105,9 @@ def _chunk_moments(x_grp, add_grp, s_begin, s_end, stride_xc, stride_xs, stride_
     for c_start in range(0, CPG, BLOCK_C):
         ch = c_start + tl.arange(0, BLOCK_C)[:, None]
         c_ok = ch < CPG
-        add_shift, _, _ = _channel_terms(x_grp, x_grp, add_grp, ch, c_ok, 0, stride_ac, add_pivot, 1.0, False, False,
-                                         HAS_ADD)
+        add_shift, _, _ = _channel_terms(
+            x_grp, x_grp, add_grp, ch, c_ok, 0, stride_ac, add_pivot, 1.0, False, False, HAS_ADD
+        )
         rows = tl.minimum(CPG - c_start, BLOCK_C)
         for s_start in range(s_begin, s_end, BLOCK_S):
             sp = s_start + tl.arange(0, BLOCK_S)[None, :]
@@ -100,16 +126,39 @@ def _chunk_moments(x_grp, add_grp, s_begin, s_end, stride_xc, stride_xs, stride_
 
 
 @triton.jit
-def _normalize_chunk(x_grp, out_grp, weight_ptr, bias_ptr, add_grp, c0, s_begin, s_end, stride_xc, stride_xs,
-                     stride_oc, stride_os, stride_ac, pivot, add_pivot, mean, rstd, CPG: tl.constexpr,
-                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, SILU: tl.constexpr,
-                     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+def _normalize_chunk(
+    x_grp,
+    out_grp,
+    weight_ptr,
+    bias_ptr,
+    add_grp,
+    c0,
+    s_begin,
+    s_end,
+    stride_xc,
+    stride_xs,
+    stride_oc,
+    stride_os,
+    stride_ac,
+    pivot,
+    add_pivot,
+    mean,
+    rstd,
+    CPG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
     """out = SiLU?((h - mean) * rstd * w + b) over positions [s_begin, s_end), h reloaded from x."""
     for c_start in range(0, CPG, BLOCK_C):
         ch = c_start + tl.arange(0, BLOCK_C)[:, None]
         c_ok = ch < CPG
-        add_shift, scale, shift = _channel_terms(weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_pivot,
-                                                 rstd, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
+        add_shift, scale, shift = _channel_terms(
+            weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_pivot, rstd, HAS_WEIGHT, HAS_BIAS, HAS_ADD
+        )
         for s_start in range(s_begin, s_end, BLOCK_S):
             sp = s_start + tl.arange(0, BLOCK_S)[None, :]
             mask = c_ok & (sp < s_end)
@@ -121,21 +170,49 @@ def _normalize_chunk(x_grp, out_grp, weight_ptr, bias_ptr, add_grp, c0, s_begin,
 
 
 # ------------------------------------------------------------------------------------------------------ kernels
-@autotune(TILE_CONFIGS, key=["CPG", "S", "HAS_ADD", "SILU", "MAX_GROUPS_PER_PROGRAM"],
-          prune=_prune_tiles(lambda a: _pow2(a["S"]) * a["MAX_GROUPS_PER_PROGRAM"]))
-@triton.heuristics({
-    "BLOCK_C": _block_c,
-    "BLOCK_S": lambda a: min(a["TILE"] // a["BLOCK_C"], _pow2(a["S"])),
-    "ONE_TILE": lambda a: a["CPG"] <= a["BLOCK_C"] and a["S"] <= a["BLOCK_S"],
-    "GROUPS_PER_PROGRAM": _groups_per_program,
-})
+@autotune(
+    TILE_CONFIGS,
+    key=["CPG", "S", "HAS_ADD", "SILU", "MAX_GROUPS_PER_PROGRAM"],
+    prune=_prune_tiles(lambda a: _pow2(a["S"]) * a["MAX_GROUPS_PER_PROGRAM"]),
+)
+@triton.heuristics(
+    {
+        "BLOCK_C": _block_c,
+        "BLOCK_S": lambda a: min(a["TILE"] // a["BLOCK_C"], _pow2(a["S"])),
+        "ONE_TILE": lambda a: a["CPG"] <= a["BLOCK_C"] and a["S"] <= a["BLOCK_S"],
+        "GROUPS_PER_PROGRAM": _groups_per_program,
+    }
+)
 @triton.jit
-def group_norm_fused_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, G, S, stride_xn, stride_xc, stride_xs,
-                            stride_on, stride_oc, stride_os, stride_an, stride_ac, eps, CPG: tl.constexpr,
-                            HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr,
-                            SILU: tl.constexpr, MAX_GROUPS_PER_PROGRAM: tl.constexpr, TILE: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ONE_TILE: tl.constexpr,
-                            GROUPS_PER_PROGRAM: tl.constexpr):
+def group_norm_fused_kernel(
+    x_ptr,
+    out_ptr,
+    weight_ptr,
+    bias_ptr,
+    add_ptr,
+    G,
+    S,
+    stride_xn,
+    stride_xc,
+    stride_xs,
+    stride_on,
+    stride_oc,
+    stride_os,
+    stride_an,
+    stride_ac,
+    eps,
+    CPG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+    SILU: tl.constexpr,
+    MAX_GROUPS_PER_PROGRAM: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ONE_TILE: tl.constexpr,
+    GROUPS_PER_PROGRAM: tl.constexpr,
+):
     # Program = GROUPS_PER_PROGRAM consecutive groups of one sample: h = x + add over CPG channels x S positions
     # per group, minus the group's first h. Moments: small groups side by side in one [groups, C, S] register tile
     # (or one group in one tile), centred two-pass per group; a big group tile by tile, merged with Chan's formula.
@@ -160,8 +237,9 @@ def group_norm_fused_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, G, S,
         add_pivot = tl.load(add_grp + gi * CPG * stride_ac, mask=g_ok, other=0.0).to(tl.float32)
         x = tl.load(x_grp + ch * stride_xc + sp * stride_xs, mask=mask, other=0.0).to(tl.float32)
         count = (S * CPG).to(tl.float32)
-        add_shift, scale, shift = _channel_terms(weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_pivot,
-                                                 1.0, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
+        add_shift, scale, shift = _channel_terms(
+            weight_ptr, bias_ptr, add_grp, ch, c_ok, c0, stride_ac, add_pivot, 1.0, HAS_WEIGHT, HAS_BIAS, HAS_ADD
+        )
         centred = tl.where(mask, (x - pivot) + add_shift, 0.0)
         group_sum = tl.sum(tl.sum(centred, axis=2, keep_dims=True), axis=1, keep_dims=True)
         centred = tl.where(mask, centred - group_sum / count, 0.0)
@@ -179,8 +257,20 @@ def group_norm_fused_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, G, S,
             mask = (ch < CPG) & (sp < S)
             x = tl.load(x_grp + ch * stride_xc + sp * stride_xs, mask=mask, other=0.0).to(tl.float32)
             count = (S * CPG).to(tl.float32)
-            add_shift, scale, shift = _channel_terms(weight_ptr, bias_ptr, add_grp, ch, ch < CPG, c0, stride_ac,
-                                                     add_pivot, 1.0, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
+            add_shift, scale, shift = _channel_terms(
+                weight_ptr,
+                bias_ptr,
+                add_grp,
+                ch,
+                ch < CPG,
+                c0,
+                stride_ac,
+                add_pivot,
+                1.0,
+                HAS_WEIGHT,
+                HAS_BIAS,
+                HAS_ADD,
+            )
             centred = tl.where(mask, (x - pivot) + add_shift, 0.0)
             centred = tl.where(mask, centred - tl.sum(centred) / count, 0.0)
             y = centred * (scale * tl.rsqrt(tl.sum(centred * centred) / count + eps)) + shift
@@ -188,11 +278,35 @@ def group_norm_fused_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, G, S,
                 y = y * tl.sigmoid(y)
             tl.store(out_grp + ch * stride_oc + sp * stride_os, y.to(out_grp.dtype.element_ty), mask=mask)
         else:
-            count, mean, m2 = _chunk_moments(x_grp, add_grp, 0, S, stride_xc, stride_xs, stride_ac, pivot, add_pivot,
-                                             CPG, HAS_ADD, BLOCK_C, BLOCK_S)
-            _normalize_chunk(x_grp, out_grp, weight_ptr, bias_ptr, add_grp, c0, 0, S, stride_xc, stride_xs,
-                             stride_oc, stride_os, stride_ac, pivot, add_pivot, mean, tl.rsqrt(m2 / count + eps), CPG,
-                             HAS_WEIGHT, HAS_BIAS, HAS_ADD, SILU, BLOCK_C, BLOCK_S)
+            count, mean, m2 = _chunk_moments(
+                x_grp, add_grp, 0, S, stride_xc, stride_xs, stride_ac, pivot, add_pivot, CPG, HAS_ADD, BLOCK_C, BLOCK_S
+            )
+            _normalize_chunk(
+                x_grp,
+                out_grp,
+                weight_ptr,
+                bias_ptr,
+                add_grp,
+                c0,
+                0,
+                S,
+                stride_xc,
+                stride_xs,
+                stride_oc,
+                stride_os,
+                stride_ac,
+                pivot,
+                add_pivot,
+                mean,
+                tl.rsqrt(m2 / count + eps),
+                CPG,
+                HAS_WEIGHT,
+                HAS_BIAS,
+                HAS_ADD,
+                SILU,
+                BLOCK_C,
+                BLOCK_S,
+            )
 
 
 def _chunk_block(args: dict[str, Any]) -> int:
@@ -205,9 +319,24 @@ _SPLIT_HEURISTICS = {"BLOCK_C": _block_c, "BLOCK_S": lambda a: min(a["TILE"] // 
 @autotune(TILE_CONFIGS, key=["CPG", "chunk_s", "HAS_ADD"], prune=_prune_tiles(_chunk_block))
 @triton.heuristics(_SPLIT_HEURISTICS)
 @triton.jit
-def group_norm_partials_kernel(x_ptr, add_ptr, partials_ptr, G, S, chunk_s, stride_xn, stride_xc, stride_xs,
-                               stride_an, stride_ac, CPG: tl.constexpr, HAS_ADD: tl.constexpr, TILE: tl.constexpr,
-                               BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+def group_norm_partials_kernel(
+    x_ptr,
+    add_ptr,
+    partials_ptr,
+    G,
+    S,
+    chunk_s,
+    stride_xn,
+    stride_xc,
+    stride_xs,
+    stride_an,
+    stride_ac,
+    CPG: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
     # Split pass 1, grid (N*G, SPLIT): program (ng, k) summarises spatial chunk k of group ng.
     # Moments of h - pivot over the chunk, tiles merged with Chan's formula (the fused kernel's code).
     # partials[0 | 1, ng, k] = (mean, M2); a chunk's count follows from its bounds, so kernel 2 recomputes it.
@@ -218,9 +347,21 @@ def group_norm_partials_kernel(x_ptr, add_ptr, partials_ptr, G, S, chunk_s, stri
     x_grp = x_ptr + n * stride_xn + c0.to(tl.int64) * stride_xc
     add_grp = add_ptr + n * stride_an + c0 * stride_ac
     s_begin = k * chunk_s
-    _, mean, m2 = _chunk_moments(x_grp, add_grp, s_begin, tl.minimum(s_begin + chunk_s, S), stride_xc, stride_xs,
-                                 stride_ac, tl.load(x_grp).to(tl.float32), tl.load(add_grp).to(tl.float32), CPG,
-                                 HAS_ADD, BLOCK_C, BLOCK_S)
+    _, mean, m2 = _chunk_moments(
+        x_grp,
+        add_grp,
+        s_begin,
+        tl.minimum(s_begin + chunk_s, S),
+        stride_xc,
+        stride_xs,
+        stride_ac,
+        tl.load(x_grp).to(tl.float32),
+        tl.load(add_grp).to(tl.float32),
+        CPG,
+        HAS_ADD,
+        BLOCK_C,
+        BLOCK_S,
+    )
     slot = partials_ptr + ng * tl.num_programs(1) + k
     tl.store(slot, mean)
     tl.store(slot + tl.num_programs(0) * tl.num_programs(1), m2)
@@ -229,11 +370,35 @@ def group_norm_partials_kernel(x_ptr, add_ptr, partials_ptr, G, S, chunk_s, stri
 @autotune(TILE_CONFIGS, key=["CPG", "chunk_s", "HAS_ADD", "SILU"], prune=_prune_tiles(_chunk_block))
 @triton.heuristics({**_SPLIT_HEURISTICS, "BLOCK_SPLIT": lambda a: _pow2(triton.cdiv(a["S"], a["chunk_s"]))})
 @triton.jit
-def group_norm_apply_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, partials_ptr, G, S, chunk_s, stride_xn,
-                            stride_xc, stride_xs, stride_on, stride_oc, stride_os, stride_an, stride_ac, eps,
-                            CPG: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            HAS_ADD: tl.constexpr, SILU: tl.constexpr, TILE: tl.constexpr, BLOCK_C: tl.constexpr,
-                            BLOCK_S: tl.constexpr, BLOCK_SPLIT: tl.constexpr):
+def group_norm_apply_kernel(
+    x_ptr,
+    out_ptr,
+    weight_ptr,
+    bias_ptr,
+    add_ptr,
+    partials_ptr,
+    G,
+    S,
+    chunk_s,
+    stride_xn,
+    stride_xc,
+    stride_xs,
+    stride_on,
+    stride_oc,
+    stride_os,
+    stride_an,
+    stride_ac,
+    eps,
+    CPG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ADD: tl.constexpr,
+    SILU: tl.constexpr,
+    TILE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_SPLIT: tl.constexpr,
+):
     # Split pass 2, grid (N*G, SPLIT): merge the group's SPLIT partials as one vector in a fixed order
     # (mean = Σ n_k m_k / n, M2 = Σ M2_k + Σ n_k (m_k - mean)²), bit-identical in every program of the group,
     # then normalise chunk k exactly like the fused kernel.
@@ -252,8 +417,29 @@ def group_norm_apply_kernel(x_ptr, out_ptr, weight_ptr, bias_ptr, add_ptr, parti
     x_grp = x_ptr + n * stride_xn + c0.to(tl.int64) * stride_xc
     add_grp = add_ptr + n * stride_an + c0 * stride_ac
     s_begin = k * chunk_s
-    _normalize_chunk(x_grp, out_ptr + n * stride_on + c0.to(tl.int64) * stride_oc, weight_ptr, bias_ptr, add_grp, c0,
-                     s_begin, tl.minimum(s_begin + chunk_s, S), stride_xc, stride_xs, stride_oc, stride_os, stride_ac,
-                     tl.load(x_grp).to(tl.float32), tl.load(add_grp).to(tl.float32), mean,
-                     tl.rsqrt(m2 / tl.sum(counts) + eps), CPG, HAS_WEIGHT, HAS_BIAS, HAS_ADD, SILU, BLOCK_C, BLOCK_S)
-
+    _normalize_chunk(
+        x_grp,
+        out_ptr + n * stride_on + c0.to(tl.int64) * stride_oc,
+        weight_ptr,
+        bias_ptr,
+        add_grp,
+        c0,
+        s_begin,
+        tl.minimum(s_begin + chunk_s, S),
+        stride_xc,
+        stride_xs,
+        stride_oc,
+        stride_os,
+        stride_ac,
+        tl.load(x_grp).to(tl.float32),
+        tl.load(add_grp).to(tl.float32),
+        mean,
+        tl.rsqrt(m2 / tl.sum(counts) + eps),
+        CPG,
+        HAS_WEIGHT,
+        HAS_BIAS,
+        HAS_ADD,
+        SILU,
+        BLOCK_C,
+        BLOCK_S,
+    )

@@ -4,7 +4,7 @@ overflows shared memory, cannot launch, or is a matrix kernel whose fp16/bf16 bu
 (HGMMA on sm_90, HMMA on sm_80).
 
 Compiles run in worker processes (`serve()` below) with TRITON_INTERPRET off, so the report also works from a
-process running under the interpreter, such as the test suite; results are cached (see sdkernels.aot).
+process running under the interpreter, such as the test suite; results are cached (see sdkernels.tools.aot).
 """
 
 from __future__ import annotations
@@ -26,14 +26,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sdkernels.aot import LIMITS, AotResult, compile_spec, identity
 from sdkernels.kernels._tuning import AotSpec
+from sdkernels.tools.aot import LIMITS, AotResult, compile_spec, identity
 
 KERNEL_MODULES = ("group_norm", "attention", "geglu", "gelu_gate")
 DEFAULT_PROVIDERS = tuple(f"sdkernels.kernels.{name}:aot_specs" for name in KERNEL_MODULES)
 ARCHS = tuple(sorted(LIMITS))  # sm_80 and sm_90 for most kernels; a spec may also list sm_86 / sm_89
-TABLE_COLUMNS = ("kernel", "variant", "arch", "dtype", "warps", "stages", "regs/thread", "spill B st/ld",
-                 "smem B / limit", "CTAs/SM (limit)", "tensor core", "status")
+TABLE_COLUMNS = (
+    "kernel",
+    "variant",
+    "arch",
+    "dtype",
+    "warps",
+    "stages",
+    "regs/thread",
+    "spill B st/ld",
+    "smem B / limit",
+    "CTAs/SM (limit)",
+    "tensor core",
+    "status",
+)
 
 
 def load_specs(provider: str) -> list[AotSpec] | str:
@@ -78,10 +90,19 @@ def _handle(request: dict[str, Any], specs_by_provider: dict[str, list[AotSpec] 
         return {"result": _row(specs[request["index"]], request["arch"], request["cache"], cache_only=False)}
     # "plan": the (spec, arch) jobs that pass the filters, with the result already filled in on a cache hit.
     unknown = sorted({arch for spec in specs for arch in spec.archs} - set(LIMITS))
-    jobs = [{"index": index, "kernel": spec.kernel, "variant": spec.variant, "arch": arch,
-             "result": _row(spec, arch, request["cache"], cache_only=True) if request["cache"] else None}
-            for index, spec in enumerate(specs) if not request["kernels"] or spec.kernel in request["kernels"]
-            for arch in spec.archs if arch in request["archs"]]
+    jobs = [
+        {
+            "index": index,
+            "kernel": spec.kernel,
+            "variant": spec.variant,
+            "arch": arch,
+            "result": _row(spec, arch, request["cache"], cache_only=True) if request["cache"] else None,
+        }
+        for index, spec in enumerate(specs)
+        if not request["kernels"] or spec.kernel in request["kernels"]
+        for arch in spec.archs
+        if arch in request["archs"]
+    ]
     return {"unknown_archs": unknown, "jobs": jobs}
 
 
@@ -111,9 +132,14 @@ class _Worker:
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-c", "from sdkernels.compile_report import serve; serve()"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                         env=self.env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from sdkernels.tools.compile_report import serve; serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+                env=self.env,
+            )
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
@@ -157,8 +183,9 @@ class WorkerPool:
         finally:
             self.idle.put(worker)
 
-    def map(self, requests: Sequence[dict[str, Any]], on_answer: Callable[[int], None] | None = None
-            ) -> list[dict[str, Any]]:
+    def map(
+        self, requests: Sequence[dict[str, Any]], on_answer: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]:
         """The answers, in request order; `on_answer(n)` is called as the n-th answer arrives."""
         answered = itertools.count(1)  # next() on a count is atomic under the GIL
 
@@ -202,26 +229,37 @@ def _progress(total: int, to_build: int) -> Callable[[int], None]:
     """Prints (to stderr) how far a long cold build has got, about every tenth of the way."""
     start = time.monotonic()
     if to_build:
-        print(f"compile report: {total - to_build} of {total} configurations cached, building {to_build}",
-              file=sys.stderr, flush=True)
+        print(
+            f"compile report: {total - to_build} of {total} configurations cached, building {to_build}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def report(built: int) -> None:
         if built % max(to_build // 10, 1) == 0 or built == to_build:
-            print(f"compile report: built {built}/{to_build} in {time.monotonic() - start:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"compile report: built {built}/{to_build} in {time.monotonic() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     return report
 
 
-def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[int], jobs: int,
-            use_cache: bool) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+def collect(
+    providers: Sequence[str], kernels: Sequence[str], archs: Sequence[int], jobs: int, use_cache: bool
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """(rows, notes, errors): one row per (spec, arch) of every provider, filtered by kernel name and arch."""
     notes: list[str] = []
     errors: list[str] = []
     planned: list[tuple[str, dict[str, Any]]] = []
     with WorkerPool(jobs) as pool:
-        plans = pool.map([{"op": "plan", "provider": provider, "kernels": list(kernels), "archs": list(archs),
-                           "cache": use_cache} for provider in providers])
+        plans = pool.map(
+            [
+                {"op": "plan", "provider": provider, "kernels": list(kernels), "archs": list(archs), "cache": use_cache}
+                for provider in providers
+            ]
+        )
         for provider, plan in zip(providers, plans, strict=True):
             if "jobs" in plan:
                 planned += [(provider, job) for job in plan["jobs"]]
@@ -232,8 +270,13 @@ def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[in
             else:
                 errors.append(f"{provider}: {plan['error']}")
         to_build = [(provider, job) for provider, job in planned if job["result"] is None]
-        built = pool.map([{"op": "compile", "provider": provider, "index": job["index"], "arch": job["arch"],
-                           "cache": use_cache} for provider, job in to_build], _progress(len(planned), len(to_build)))
+        built = pool.map(
+            [
+                {"op": "compile", "provider": provider, "index": job["index"], "arch": job["arch"], "cache": use_cache}
+                for provider, job in to_build
+            ],
+            _progress(len(planned), len(to_build)),
+        )
     for (_, job), answer in zip(to_build, built, strict=True):
         result = answer.get("result")
         if result is None or (result["kernel"], result["variant"]) != (job["kernel"], job["variant"]):
@@ -246,12 +289,27 @@ def collect(providers: Sequence[str], kernels: Sequence[str], archs: Sequence[in
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    measured = ["-"] * 5 if row["error"] else [
-        str(row["registers"]), f"{row['spill_stores']}/{row['spill_loads']}",
-        f"{row['shared_bytes']} / {row['shared_limit']}", f"{row['ctas_per_sm']} ({row['occupancy_limit']})",
-        row["tensor_core"]]
-    return [row["kernel"], row["variant"], f"sm_{row['arch']}", row["dtype"], str(row["num_warps"]),
-            str(row["num_stages"]), *measured, "FAIL" if row["problems"] else "ok"]
+    measured = (
+        ["-"] * 5
+        if row["error"]
+        else [
+            str(row["registers"]),
+            f"{row['spill_stores']}/{row['spill_loads']}",
+            f"{row['shared_bytes']} / {row['shared_limit']}",
+            f"{row['ctas_per_sm']} ({row['occupancy_limit']})",
+            row["tensor_core"],
+        ]
+    )
+    return [
+        row["kernel"],
+        row["variant"],
+        f"sm_{row['arch']}",
+        row["dtype"],
+        str(row["num_warps"]),
+        str(row["num_stages"]),
+        *measured,
+        "FAIL" if row["problems"] else "ok",
+    ]
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -266,8 +324,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print machine-readable rows")
     parser.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only this kernel")
     parser.add_argument("--arch", action="append", type=int, choices=ARCHS, help="only this architecture")
-    parser.add_argument("--specs", action="append", metavar="MODULE:FUNC",
-                        help="spec providers ('module:func' or 'file.py:func') instead of the shipped kernels")
+    parser.add_argument(
+        "--specs",
+        action="append",
+        metavar="MODULE:FUNC",
+        help="spec providers ('module:func' or 'file.py:func') instead of the shipped kernels",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile workers (default 2)")
     parser.add_argument("--no-cache", action="store_true", help="recompile even if a cached result exists")
     return parser.parse_args(argv)
@@ -275,8 +337,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    rows, notes, errors = collect(args.specs or DEFAULT_PROVIDERS, args.kernel, args.arch or ARCHS, args.jobs,
-                                  use_cache=not args.no_cache)
+    rows, notes, errors = collect(
+        args.specs or DEFAULT_PROVIDERS, args.kernel, args.arch or ARCHS, args.jobs, use_cache=not args.no_cache
+    )
     if args.kernel and not rows and not errors:
         errors.append(f"no configuration of kernel {', '.join(args.kernel)} was found")
     failing = [row for row in rows if row["problems"]]
@@ -288,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}")
     report = sys.stderr if args.json else sys.stdout
     for row in failing:
-        print(f"FAIL {row['kernel']}/{row['variant']} sm_{row['arch']} {row['dtype']} "
-              f"(warps={row['num_warps']}, stages={row['num_stages']}): {'; '.join(row['problems'])}", file=report)
+        print(
+            f"FAIL {row['kernel']}/{row['variant']} sm_{row['arch']} {row['dtype']} "
+            f"(warps={row['num_warps']}, stages={row['num_stages']}): {'; '.join(row['problems'])}",
+            file=report,
+        )
     for error in errors:
         print(f"ERROR {error}", file=report)
     if failing or errors:
-        print(f"compile report: {len(failing)} of {len(rows)} configurations fail, {len(errors)} errors",
-              file=report)
+        print(f"compile report: {len(failing)} of {len(rows)} configurations fail, {len(errors)} errors", file=report)
         return 1
     print(f"compile report: all {len(rows)} configurations fit", file=report)
     return 0

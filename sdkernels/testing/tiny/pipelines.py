@@ -20,7 +20,7 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from sdkernels.tiny.components import (
+from sdkernels.testing.tiny.components import (
     make_scheduler,
     make_text_encoder,
     make_text_encoder_with_projection,
@@ -60,20 +60,23 @@ def _sd_components(seed: int, *, unet_in_channels: int = 4) -> dict[str, Any]:
     }
 
 
-def make_sd_pipeline(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                     seed: int = 0) -> StableDiffusionPipeline:
+def make_sd_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> StableDiffusionPipeline:
     """A tiny SD1.x txt2img pipeline (UNet 5.8 M parameters, VAE 1.0 M, 2-layer text encoder), DDIM scheduler."""
     return _finish(StableDiffusionPipeline(**_sd_components(seed)), device, dtype)
 
 
-def make_img2img_pipeline(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                          seed: int = 0) -> StableDiffusionImg2ImgPipeline:
+def make_img2img_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> StableDiffusionImg2ImgPipeline:
     """Tiny SD1.x img2img: the same weights as `make_sd_pipeline(seed=seed)`; also runs the VAE encoder."""
     return _finish(StableDiffusionImg2ImgPipeline(**_sd_components(seed)), device, dtype)
 
 
-def make_inpaint_pipeline(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                          seed: int = 0) -> StableDiffusionInpaintPipeline:
+def make_inpaint_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> StableDiffusionInpaintPipeline:
     """Tiny SD1.x inpainting: UNet with in_channels=9 (noisy latents + mask + masked-image latents)."""
     return _finish(StableDiffusionInpaintPipeline(**_sd_components(seed, unet_in_channels=9)), device, dtype)
 
@@ -90,24 +93,29 @@ def make_controlnet(unet: torch.nn.Module, *, seed: int = 0) -> ControlNetModel:
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=_CONTROL_EMBEDDING_CHANNELS, load_weights_from_unet=False
         )
-        zero_initialised = [controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_mid_block,
-                            *controlnet.controlnet_down_blocks]
+        zero_initialised = [
+            controlnet.controlnet_cond_embedding.conv_out,
+            controlnet.controlnet_mid_block,
+            *controlnet.controlnet_down_blocks,
+        ]
         for conv in zero_initialised:
             torch.nn.init.normal_(conv.weight, std=0.5 / conv.weight[0].numel() ** 0.5)
             torch.nn.init.normal_(conv.bias, std=0.02)
     return controlnet.eval()
 
 
-def make_controlnet_pipeline(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                             seed: int = 0) -> StableDiffusionControlNetPipeline:
+def make_controlnet_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> StableDiffusionControlNetPipeline:
     """Tiny SD1.x ControlNet pipeline: the txt2img weights of `seed` plus a ControlNet with the same topology."""
     components = _sd_components(seed)
     controlnet = make_controlnet(components["unet"], seed=seed + _CONTROLNET)
     return _finish(StableDiffusionControlNetPipeline(controlnet=controlnet, **components), device, dtype)
 
 
-def make_sdxl_pipeline(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                       seed: int = 0) -> StableDiffusionXLPipeline:
+def make_sdxl_pipeline(
+    *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> StableDiffusionXLPipeline:
     """A tiny SDXL pipeline: two CLIP text encoders (the second with projection; its tokenizer pads with "!"),
     an SDXL-topology UNet with "text_time" conditioning, Euler scheduler, no watermarker."""
     tokenizer = make_tokenizer()

@@ -1,6 +1,7 @@
 """Fixes for Triton-interpreter bugs that would otherwise give wrong bf16 answers on CPU.
 
-Applied automatically when TRITON_INTERPRET=1 (see sdkernels/kernels/__init__.py). Without them the interpreter
+Applied by the test set-up (tests/conftest.py) and the demo; until then the runtime sends bf16 on the interpreter to
+the PyTorch reference (sdkernels/_dispatch.py). Without them the interpreter
 multiplies raw bf16 bit patterns in `tl.dot` (results ~1e10) and truncates fp32 -> bf16 casts instead of rounding
 to nearest even. Neither affects real GPUs, where this module is never applied.
 """
@@ -8,6 +9,8 @@ to nearest even. Neither affects real GPUs, where this module is never applied.
 from __future__ import annotations
 
 import numpy as np
+
+from sdkernels._dispatch import mark_interpreter_bf16_fixed
 
 _applied = False
 
@@ -54,6 +57,7 @@ def apply_interpreter_fixes() -> None:
     builder.cast_impl = cast_impl
     _skip_repeated_lang_patching(interp)
     _applied = True
+    mark_interpreter_bf16_fixed()
 
 
 def _skip_repeated_lang_patching(interp) -> None:

@@ -22,11 +22,21 @@ from PIL import Image, ImageDraw
 
 import sdkernels
 from sdkernels import _dispatch
-from sdkernels.tiny import make_sd_pipeline, run_pipeline
+from sdkernels.testing.interpreter import apply_interpreter_fixes
+from sdkernels.testing.tiny import make_sd_pipeline, run_pipeline
+
+if _dispatch.INTERPRET:
+    apply_interpreter_fixes()  # the demo is a fixture too: bf16 right under the interpreter
 
 CAPTION_HEIGHT = 14  # pixels under the images for their captions
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,11 +46,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels, a multiple of 8 (default 64)")
     parser.add_argument("--out", type=Path, default=Path("sdkernels_demo.png"), help="where to save the images")
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16" if cuda else "float32",
-                        help="default: float16 on CUDA, float32 on CPU")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float16" if cuda else "float32",
+        help="default: float16 on CUDA, float32 on CPU",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and of the noise")
-    parser.add_argument("--repeats", type=int, default=3 if cuda else 1,
-                        help="timed runs after a warm-up on CUDA (default 3; 1 on CPU, where there is no warm-up)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3 if cuda else 1,
+        help="timed runs after a warm-up on CUDA (default 3; 1 on CPU, where there is no warm-up)",
+    )
     args = parser.parse_args(argv)
     if args.size % 8:
         parser.error(f"--size must be a multiple of 8 (the VAE factor), got {args.size}")
@@ -108,8 +126,9 @@ class Comparison:
         return float(np.abs(self.patched - self.unpatched).max())
 
 
-def compare_patched(pipe: Any, call: Callable[[], np.ndarray], *, repeats: int = 1,
-                    warm_up: bool | None = None) -> Comparison:
+def compare_patched(
+    pipe: Any, call: Callable[[], np.ndarray], *, repeats: int = 1, warm_up: bool | None = None
+) -> Comparison:
     """Run `call` (one pipeline call returning an image) unpatched, then patched with `sdkernels.patch(pipe)`
     (printing the report), then unpatch. On CUDA each side gets an untimed warm-up call first (cuDNN autotuning,
     Triton compilation) unless `warm_up=False`."""
@@ -123,8 +142,10 @@ def compare_patched(pipe: Any, call: Callable[[], np.ndarray], *, repeats: int =
         print(report)
         print(f"kernels run on: {', '.join(sorted(set(report.paths.values())))}")
         if device.type == "cpu" and not _dispatch.INTERPRET:
-            print("note: TRITON_INTERPRET was not 1 when Triton was imported, so on CPU the ops run their PyTorch "
-                  "reference, not the Triton kernels (`python -m sdkernels demo` sets it)")
+            print(
+                "note: TRITON_INTERPRET was not 1 when Triton was imported, so on CPU the ops run their PyTorch "
+                "reference, not the Triton kernels (`python -m sdkernels demo` sets it)"
+            )
         if device.type == "cpu" and _dispatch.INTERPRET:
             print("running the patched pipeline through the Triton interpreter (minutes on CPU)...", flush=True)
         if warm_up:
@@ -141,8 +162,10 @@ def print_timings(comparison: Comparison, device: torch.device) -> None:
         runs_on = "the Triton interpreter runs kernels in Python" if _dispatch.INTERPRET else "PyTorch reference ops"
         speed_note = f" (CPU: {runs_on}; not a speed test)"
     speedup = comparison.unpatched_ms / comparison.patched_ms
-    print(f"pipeline call: unpatched {comparison.unpatched_ms:.1f} ms, patched {comparison.patched_ms:.1f} ms "
-          f"({speedup:.2f}x){speed_note}")
+    print(
+        f"pipeline call: unpatched {comparison.unpatched_ms:.1f} ms, patched {comparison.patched_ms:.1f} ms "
+        f"({speedup:.2f}x){speed_note}"
+    )
     fallbacks = _dispatch.fallback_counts()
     if fallbacks:
         print("ops that fell back to PyTorch:", {f"{op}: {why}": n for (op, why), n in fallbacks.items()})
@@ -154,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)  # the interpreter gets slower, not faster, with threads on a shared CPU
     run = dict(steps=args.steps, size=args.size, seed=args.seed)
-    print(f"tiny SD1.x pipeline (random weights, offline): {args.size}x{args.size}, {args.steps} steps, "
-          f"{args.dtype} on {device}")
+    print(
+        f"tiny SD1.x pipeline (random weights, offline): {args.size}x{args.size}, {args.steps} steps, "
+        f"{args.dtype} on {device}"
+    )
 
     pipe = make_sd_pipeline(device=device, dtype=dtype, seed=args.seed)
     comparison = compare_patched(pipe, lambda: run_pipeline(pipe, **run).images[0], repeats=args.repeats)
@@ -167,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
 
     difference = comparison.max_difference
     print(f"max |patched - unpatched| = {difference:.3g} (pixel values in [0, 1]; 1/255 = {1 / 255:.3g})")
-    print(f"rounding noise of {args.dtype} for context: max |unpatched {args.dtype} - unpatched "
-          f"{str(reference_dtype).removeprefix('torch.')}| = {noise:.3g}")
+    print(
+        f"rounding noise of {args.dtype} for context: max |unpatched {args.dtype} - unpatched "
+        f"{str(reference_dtype).removeprefix('torch.')}| = {noise:.3g}"
+    )
     print_timings(comparison, device)
     print(f"unpatched {comparison.restored_sites} sites")
 

@@ -2,7 +2,7 @@
 for tests, the demo and the examples: they build in well under a second, download nothing, and keep SD's topology,
 GroupNorm groups, attention head dims >= 16 and 77-token cross-attention, so every patched code path runs."""
 
-from sdkernels.tiny.components import (
+from sdkernels.testing.tiny.components import (
     make_scheduler,
     make_text_encoder,
     make_text_encoder_with_projection,
@@ -12,7 +12,7 @@ from sdkernels.tiny.components import (
     tiny_sdxl_unet_config,
     tiny_unet_config,
 )
-from sdkernels.tiny.pipelines import (
+from sdkernels.testing.tiny.pipelines import (
     make_controlnet,
     make_controlnet_pipeline,
     make_img2img_pipeline,
@@ -20,7 +20,7 @@ from sdkernels.tiny.pipelines import (
     make_sd_pipeline,
     make_sdxl_pipeline,
 )
-from sdkernels.tiny.run import (
+from sdkernels.testing.tiny.run import (
     PROMPT,
     make_control_image,
     make_init_image,

@@ -41,8 +41,7 @@ class GroupNormShape:
     @property
     def label(self) -> str:
         kind = "gn+silu" if self.silu else "gn"
-        return (f"{self.model}-{self.component} {kind}{'+temb' if self.add else ''} "
-                f"{'x'.join(map(str, self.shape))}")
+        return f"{self.model}-{self.component} {kind}{'+temb' if self.add else ''} {'x'.join(map(str, self.shape))}"
 
 
 @dataclass(frozen=True)
@@ -78,38 +77,78 @@ class AttentionShape:
 
     @property
     def label(self) -> str:
-        return (f"{self.model}-{self.component} {self.kind} B{self.batch} H{self.heads} "
-                f"Lq{self.lq} Lk{self.lk} D{self.head_dim}")
+        return (
+            f"{self.model}-{self.component} {self.kind} B{self.batch} H{self.heads} "
+            f"Lq{self.lq} Lk{self.lk} D{self.head_dim}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ GroupNorm census
 # (channels, level, silu, temb add, eps, calls). SD1.5 and SD2.1 share the UNet structure (C = 320/640/1280/1280).
 _SD_UNET_GN = [
-    (320, 0, True, False, 1e-5, 3), (640, 0, True, False, 1e-5, 2), (960, 0, True, False, 1e-5, 1),
-    (320, 1, True, False, 1e-5, 1), (640, 1, True, False, 1e-5, 1), (960, 1, True, False, 1e-5, 1),
-    (1280, 1, True, False, 1e-5, 1), (1920, 1, True, False, 1e-5, 1), (640, 2, True, False, 1e-5, 1),
-    (1280, 2, True, False, 1e-5, 1), (1920, 2, True, False, 1e-5, 1), (2560, 2, True, False, 1e-5, 2),
-    (1280, 3, True, False, 1e-5, 4), (2560, 3, True, False, 1e-5, 3),
-    (320, 0, True, True, 1e-5, 5), (640, 1, True, True, 1e-5, 5), (1280, 2, True, True, 1e-5, 5),
+    (320, 0, True, False, 1e-5, 3),
+    (640, 0, True, False, 1e-5, 2),
+    (960, 0, True, False, 1e-5, 1),
+    (320, 1, True, False, 1e-5, 1),
+    (640, 1, True, False, 1e-5, 1),
+    (960, 1, True, False, 1e-5, 1),
+    (1280, 1, True, False, 1e-5, 1),
+    (1920, 1, True, False, 1e-5, 1),
+    (640, 2, True, False, 1e-5, 1),
+    (1280, 2, True, False, 1e-5, 1),
+    (1920, 2, True, False, 1e-5, 1),
+    (2560, 2, True, False, 1e-5, 2),
+    (1280, 3, True, False, 1e-5, 4),
+    (2560, 3, True, False, 1e-5, 3),
+    (320, 0, True, True, 1e-5, 5),
+    (640, 1, True, True, 1e-5, 5),
+    (1280, 2, True, True, 1e-5, 5),
     (1280, 3, True, True, 1e-5, 7),
-    (320, 0, False, False, 1e-6, 5), (640, 1, False, False, 1e-6, 5), (1280, 2, False, False, 1e-6, 5),
+    (320, 0, False, False, 1e-6, 5),
+    (640, 1, False, False, 1e-6, 5),
+    (1280, 2, False, False, 1e-6, 5),
     (1280, 3, False, False, 1e-6, 1),
 ]
 _SDXL_UNET_GN = [
-    (320, 0, True, False, 1e-5, 3), (640, 0, True, False, 1e-5, 2), (960, 0, True, False, 1e-5, 1),
-    (320, 1, True, False, 1e-5, 1), (640, 1, True, False, 1e-5, 1), (960, 1, True, False, 1e-5, 1),
-    (1280, 1, True, False, 1e-5, 1), (1920, 1, True, False, 1e-5, 1), (640, 2, True, False, 1e-5, 1),
-    (1280, 2, True, False, 1e-5, 3), (1920, 2, True, False, 1e-5, 1), (2560, 2, True, False, 1e-5, 2),
-    (320, 0, True, True, 1e-5, 5), (640, 1, True, True, 1e-5, 5), (1280, 2, True, True, 1e-5, 7),
-    (640, 1, False, False, 1e-6, 5), (1280, 2, False, False, 1e-6, 6),
+    (320, 0, True, False, 1e-5, 3),
+    (640, 0, True, False, 1e-5, 2),
+    (960, 0, True, False, 1e-5, 1),
+    (320, 1, True, False, 1e-5, 1),
+    (640, 1, True, False, 1e-5, 1),
+    (960, 1, True, False, 1e-5, 1),
+    (1280, 1, True, False, 1e-5, 1),
+    (1920, 1, True, False, 1e-5, 1),
+    (640, 2, True, False, 1e-5, 1),
+    (1280, 2, True, False, 1e-5, 3),
+    (1920, 2, True, False, 1e-5, 1),
+    (2560, 2, True, False, 1e-5, 2),
+    (320, 0, True, True, 1e-5, 5),
+    (640, 1, True, True, 1e-5, 5),
+    (1280, 2, True, True, 1e-5, 7),
+    (640, 1, False, False, 1e-6, 5),
+    (1280, 2, False, False, 1e-6, 6),
 ]
 # VAE (same architecture in all three models): (channels, level vs the image, silu, calls); eps 1e-6, no temb.
 # Level 3 without SiLU is the mid-block attention's GroupNorm, run on a (B, C, H*W) view.
 _VAE_GN = {
-    "vae.encoder": [(128, 0, True, 4), (128, 1, True, 1), (256, 1, True, 3), (256, 2, True, 1), (512, 2, True, 3),
-                    (512, 3, True, 9), (512, 3, False, 1)],
-    "vae.decoder": [(512, 3, True, 10), (512, 3, False, 1), (512, 2, True, 6), (512, 1, True, 1), (256, 1, True, 5),
-                    (256, 0, True, 1), (128, 0, True, 6)],
+    "vae.encoder": [
+        (128, 0, True, 4),
+        (128, 1, True, 1),
+        (256, 1, True, 3),
+        (256, 2, True, 1),
+        (512, 2, True, 3),
+        (512, 3, True, 9),
+        (512, 3, False, 1),
+    ],
+    "vae.decoder": [
+        (512, 3, True, 10),
+        (512, 3, False, 1),
+        (512, 2, True, 6),
+        (512, 1, True, 1),
+        (256, 1, True, 5),
+        (256, 0, True, 1),
+        (128, 0, True, 6),
+    ],
 }
 
 
@@ -125,16 +164,23 @@ def latent_side(model: str) -> int:
     return IMAGE_SIZE[model] // 8
 
 
-def group_norm_shapes(models: tuple[str, ...] | list[str] | None = None, *, unet: bool = True,
-                      vae_parts: tuple[str, ...] = ("vae.encoder", "vae.decoder")) -> list[GroupNormShape]:
+def group_norm_shapes(
+    models: tuple[str, ...] | list[str] | None = None,
+    *,
+    unet: bool = True,
+    vae_parts: tuple[str, ...] = ("vae.encoder", "vae.decoder"),
+) -> list[GroupNormShape]:
     """Every distinct GroupNorm call of one UNet step (batch 2) and of the VAE encoder/decoder (batch 1)."""
     shapes = []
     for model in _select(models):
         if unet:
             side = latent_side(model)
-            for channels, level, silu, add, eps, calls in (_SDXL_UNET_GN if model == "sdxl" else _SD_UNET_GN):
-                shapes.append(GroupNormShape(model, "unet", UNET_BATCH, channels, (side >> level, side >> level),
-                                             silu, add, eps, calls))
+            for channels, level, silu, add, eps, calls in _SDXL_UNET_GN if model == "sdxl" else _SD_UNET_GN:
+                shapes.append(
+                    GroupNormShape(
+                        model, "unet", UNET_BATCH, channels, (side >> level, side >> level), silu, add, eps, calls
+                    )
+                )
         for part in vae_parts:
             for channels, level, silu, calls in _VAE_GN[part]:
                 side = IMAGE_SIZE[model] >> level
@@ -145,8 +191,7 @@ def group_norm_shapes(models: tuple[str, ...] | list[str] | None = None, *, unet
 
 # ---------------------------------------------------------------------------------------------------- GEGLU census
 # (dim, level, calls): every BasicTransformerBlock's FeedForward; inner = 4 * dim.
-_GEGLU = {"sd15": [(320, 0, 5), (640, 1, 5), (1280, 2, 5), (1280, 3, 1)],
-          "sdxl": [(640, 1, 10), (1280, 2, 60)]}
+_GEGLU = {"sd15": [(320, 0, 5), (640, 1, 5), (1280, 2, 5), (1280, 3, 1)], "sdxl": [(640, 1, 10), (1280, 2, 60)]}
 _GEGLU["sd21"] = _GEGLU["sd15"]
 
 
@@ -164,16 +209,25 @@ def geglu_shapes(models: tuple[str, ...] | list[str] | None = None) -> list[Gegl
 # (level, heads, head_dim, transformer blocks, where). Each block runs one self- and one cross-attention.
 # SD1.5: 8 heads everywhere (head_dim = C / 8); SD2.1: head_dim 64 (heads = C / 64); SDXL: head_dim 64.
 _ATTENTION = {
-    "sd15": [(0, 8, 40, 5, "down_blocks.0+up_blocks.3"), (1, 8, 80, 5, "down_blocks.1+up_blocks.2"),
-             (2, 8, 160, 5, "down_blocks.2+up_blocks.1"), (3, 8, 160, 1, "mid_block")],
-    "sd21": [(0, 5, 64, 5, "down_blocks.0+up_blocks.3"), (1, 10, 64, 5, "down_blocks.1+up_blocks.2"),
-             (2, 20, 64, 5, "down_blocks.2+up_blocks.1"), (3, 20, 64, 1, "mid_block")],
+    "sd15": [
+        (0, 8, 40, 5, "down_blocks.0+up_blocks.3"),
+        (1, 8, 80, 5, "down_blocks.1+up_blocks.2"),
+        (2, 8, 160, 5, "down_blocks.2+up_blocks.1"),
+        (3, 8, 160, 1, "mid_block"),
+    ],
+    "sd21": [
+        (0, 5, 64, 5, "down_blocks.0+up_blocks.3"),
+        (1, 10, 64, 5, "down_blocks.1+up_blocks.2"),
+        (2, 20, 64, 5, "down_blocks.2+up_blocks.1"),
+        (3, 20, 64, 1, "mid_block"),
+    ],
     "sdxl": [(1, 10, 64, 10, "down_blocks.1+up_blocks.1"), (2, 20, 64, 60, "down_blocks.2+mid_block+up_blocks.0")],
 }
 
 
-def attention_shapes(models: tuple[str, ...] | list[str] | None = None, *,
-                     vae_parts: tuple[str, ...] = ("vae.encoder", "vae.decoder")) -> list[AttentionShape]:
+def attention_shapes(
+    models: tuple[str, ...] | list[str] | None = None, *, vae_parts: tuple[str, ...] = ("vae.encoder", "vae.decoder")
+) -> list[AttentionShape]:
     """Every distinct attention call: UNet self/cross at batch 2 (Lk = 77 for cross), VAE mid-block self-attention
     (1 head of 512 over (image/8)² tokens) at batch 1."""
     shapes = []
@@ -182,17 +236,20 @@ def attention_shapes(models: tuple[str, ...] | list[str] | None = None, *,
         for level, heads, head_dim, blocks, where in _ATTENTION[model]:
             tokens = (side >> level) ** 2
             for kind, keys in (("self", tokens), ("cross", TEXT_LEN)):
-                shapes.append(AttentionShape(model, "unet", where, kind, UNET_BATCH, heads, head_dim, tokens, keys,
-                                             blocks))
+                shapes.append(
+                    AttentionShape(model, "unet", where, kind, UNET_BATCH, heads, head_dim, tokens, keys, blocks)
+                )
         for part in vae_parts:
-            shapes.append(AttentionShape(model, part, "mid_block", "self", VAE_BATCH, 1, 512, side * side,
-                                         side * side, 1))
+            shapes.append(
+                AttentionShape(model, part, "mid_block", "self", VAE_BATCH, 1, 512, side * side, side * side, 1)
+            )
     return shapes
 
 
 # ------------------------------------------------------------------------------------------------- measurement
-def census(model: str, module: Any, run: Callable[[], object], component: str | None = None
-           ) -> tuple[list[GroupNormShape], list[GegluShape], list[AttentionShape]]:
+def census(
+    model: str, module: Any, run: Callable[[], object], component: str | None = None
+) -> tuple[list[GroupNormShape], list[GegluShape], list[AttentionShape]]:
     """Run `run()` (a forward of `module`, e.g. built on the meta device) with hooks on every GroupNorm, GEGLU and
     Attention module; return the distinct calls in this file's table format. The tables above are its output.
     component: "unet", or None for an AutoencoderKL ("vae.encoder" / "vae.decoder" from the module path)."""
@@ -205,17 +262,22 @@ def census(model: str, module: Any, run: Callable[[], object], component: str | 
         parts = name.split(".")
         part = component or f"vae.{parts[0]}"
         if isinstance(sub, torch.nn.GroupNorm):
+
             def on_gn(mod, args, kwargs, name=name, part=part):
                 x = args[0]
                 silu = name.endswith(("norm1", "norm2", "conv_norm_out"))  # ResnetBlock2D, encoder/decoder end
                 add = silu and name.endswith("norm2") and part == "unet"  # the UNet's resnets add temb first
-                counts["gn"][(part, x.shape[0], x.shape[1], tuple(x.shape[2:]), silu, add, mod.eps,
-                              mod.num_groups)] += 1
+                counts["gn"][
+                    (part, x.shape[0], x.shape[1], tuple(x.shape[2:]), silu, add, mod.eps, mod.num_groups)
+                ] += 1
+
             handles.append(sub.register_forward_pre_hook(on_gn, with_kwargs=True))
         elif type(sub).__name__ == "GEGLU":
+
             def on_geglu(mod, args, kwargs):
                 x = args[0]
                 counts["geglu"][(x.shape[0], x.shape[1], x.shape[2], mod.proj.out_features // 2)] += 1
+
             handles.append(sub.register_forward_pre_hook(on_geglu, with_kwargs=True))
         elif type(sub).__name__ == "Attention":
             if component is None:  # "encoder.mid_block.attentions.0"
@@ -227,12 +289,20 @@ def census(model: str, module: Any, run: Callable[[], object], component: str | 
                 x = kwargs.get("hidden_states", args[0] if args else None)
                 context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
                 tokens = x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
-                key = (part, "self" if context is None else "cross", x.shape[0], mod.heads,
-                       mod.inner_dim // mod.heads, tokens, tokens if context is None else context.shape[1])
+                key = (
+                    part,
+                    "self" if context is None else "cross",
+                    x.shape[0],
+                    mod.heads,
+                    mod.inner_dim // mod.heads,
+                    tokens,
+                    tokens if context is None else context.shape[1],
+                )
                 counts["attention"][key] += 1
                 where = blocks.setdefault(key, [])
                 if block not in where:
                     where.append(block)
+
             handles.append(sub.register_forward_pre_hook(on_attention, with_kwargs=True))
     try:
         with torch.no_grad():
@@ -240,11 +310,14 @@ def census(model: str, module: Any, run: Callable[[], object], component: str | 
     finally:
         for handle in handles:
             handle.remove()
-    return ([GroupNormShape(model, p, b, c, sp, silu, add, eps, n, g)
-             for (p, b, c, sp, silu, add, eps, g), n in counts["gn"].items()],
-            [GegluShape(model, b, t, d, i, n) for (b, t, d, i), n in counts["geglu"].items()],
-            [AttentionShape(model, key[0], "+".join(blocks[key]), *key[1:], n)
-             for key, n in counts["attention"].items()])
+    return (
+        [
+            GroupNormShape(model, p, b, c, sp, silu, add, eps, n, g)
+            for (p, b, c, sp, silu, add, eps, g), n in counts["gn"].items()
+        ],
+        [GegluShape(model, b, t, d, i, n) for (b, t, d, i), n in counts["geglu"].items()],
+        [AttentionShape(model, key[0], "+".join(blocks[key]), *key[1:], n) for key, n in counts["attention"].items()],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- model configs
@@ -252,39 +325,91 @@ def census(model: str, module: Any, run: Callable[[], object], component: str | 
 # AutoencoderKL), e.g. `UNet2DConditionModel(**UNET_CONFIGS["sdxl"])`. Parameters: UNet SD1.5 859.5M, SD2.1
 # 865.9M, SDXL 2567.5M; VAE 83.7M.
 _SD_UNET_COMMON = {
-    "act_fn": "silu", "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False,
+    "act_fn": "silu",
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4,
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 UNET_CONFIGS: dict[str, dict] = {
     "sd15": {**_SD_UNET_COMMON, "attention_head_dim": 8, "cross_attention_dim": 768, "sample_size": 64},
-    "sd21": {**_SD_UNET_COMMON, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
-             "dual_cross_attention": False, "num_class_embeds": None, "only_cross_attention": False,
-             "sample_size": 96, "upcast_attention": True, "use_linear_projection": True},
+    "sd21": {
+        **_SD_UNET_COMMON,
+        "attention_head_dim": [5, 10, 20, 20],
+        "cross_attention_dim": 1024,
+        "dual_cross_attention": False,
+        "num_class_embeds": None,
+        "only_cross_attention": False,
+        "sample_size": 96,
+        "upcast_attention": True,
+        "use_linear_projection": True,
+    },
     "sdxl": {
-        "act_fn": "silu", "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
-        "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280],
-        "center_input_sample": False, "class_embed_type": None, "class_embeddings_concat": False,
-        "conv_in_kernel": 3, "conv_out_kernel": 3, "cross_attention_dim": 2048, "cross_attention_norm": None,
+        "act_fn": "silu",
+        "addition_embed_type": "text_time",
+        "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 256,
+        "attention_head_dim": [5, 10, 20],
+        "block_out_channels": [320, 640, 1280],
+        "center_input_sample": False,
+        "class_embed_type": None,
+        "class_embeddings_concat": False,
+        "conv_in_kernel": 3,
+        "conv_out_kernel": 3,
+        "cross_attention_dim": 2048,
+        "cross_attention_norm": None,
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        "downsample_padding": 1, "dual_cross_attention": False, "encoder_hid_dim": None,
-        "encoder_hid_dim_type": None, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
-        "layers_per_block": 2, "mid_block_only_cross_attention": None, "mid_block_scale_factor": 1,
-        "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_eps": 1e-05, "norm_num_groups": 32,
-        "num_attention_heads": None, "num_class_embeds": None, "only_cross_attention": False, "out_channels": 4,
-        "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
-        "resnet_skip_time_act": False, "resnet_time_scale_shift": "default", "sample_size": 128,
-        "time_cond_proj_dim": None, "time_embedding_act_fn": None, "time_embedding_dim": None,
-        "time_embedding_type": "positional", "timestep_post_act": None, "transformer_layers_per_block": [1, 2, 10],
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": None,
+        "downsample_padding": 1,
+        "dual_cross_attention": False,
+        "encoder_hid_dim": None,
+        "encoder_hid_dim_type": None,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "in_channels": 4,
+        "layers_per_block": 2,
+        "mid_block_only_cross_attention": None,
+        "mid_block_scale_factor": 1,
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-05,
+        "norm_num_groups": 32,
+        "num_attention_heads": None,
+        "num_class_embeds": None,
+        "only_cross_attention": False,
+        "out_channels": 4,
+        "projection_class_embeddings_input_dim": 2816,
+        "resnet_out_scale_factor": 1.0,
+        "resnet_skip_time_act": False,
+        "resnet_time_scale_shift": "default",
+        "sample_size": 128,
+        "time_cond_proj_dim": None,
+        "time_embedding_act_fn": None,
+        "time_embedding_dim": None,
+        "time_embedding_type": "positional",
+        "timestep_post_act": None,
+        "transformer_layers_per_block": [1, 2, 10],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "upcast_attention": None,
         "use_linear_projection": True,
     },
 }
 _VAE_COMMON = {
-    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 VAE_CONFIGS: dict[str, dict] = {

@@ -3,7 +3,7 @@ measure what the GPU would see: registers and spills (`ptxas -v` of the ptxas sh
 shared memory (Triton's dynamic + ptxas' static), resident CTAs per SM (the CUDA occupancy calculator's rules)
 and the tensor-core instruction in the SASS (`nvdisasm`). Results are cached on disk.
 
-The kernels must be real JITFunctions, so this runs where TRITON_INTERPRET is off; `sdkernels.compile_report`
+The kernels must be real JITFunctions, so this runs where TRITON_INTERPRET is off; `sdkernels.tools.compile_report`
 starts such worker processes for you.
 """
 
@@ -103,8 +103,7 @@ def resident_ctas(arch: int, registers: int, shared_bytes: int, num_warps: int) 
     by_shared = 0 if shared_bytes > gpu.shared_per_block else gpu.shared_per_sm // shared_allocated
     threads = num_warps * 32
     by_threads = 0 if threads > gpu.threads_per_block else gpu.threads_per_sm // threads
-    limits = {"registers": by_registers, "shared memory": by_shared, "threads": by_threads,
-              "CTA cap": gpu.ctas_per_sm}
+    limits = {"registers": by_registers, "shared memory": by_shared, "threads": by_threads, "CTA cap": gpu.ctas_per_sm}
     fewest = min(limits.values())
     return fewest, "+".join(name for name, ctas in limits.items() if ctas == fewest)
 
@@ -159,13 +158,18 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
     hinted = set(spec.divisible_by_16) | set(spec.equal_to_1)
     for unknown in sorted((hinted - set(spec.signature)) | (set(spec.signature) - set(fn.arg_names))):
         raise ValueError(f"{unknown!r} is not a non-constexpr argument of {fn.__name__}")
-    args = {name: _fake_argument(name, ty, name in spec.divisible_by_16, name in spec.equal_to_1)
-            for name, ty in spec.signature.items()}
+    args = {
+        name: _fake_argument(name, ty, name in spec.divisible_by_16, name in spec.equal_to_1)
+        for name, ty in spec.signature.items()
+    }
     # The launch options JITFunction.run passes, so the compile options match a real launch's.
-    launch = {"num_warps": spec.num_warps, "num_stages": spec.num_stages,
-              "debug": bool(fn.debug or triton.knobs.runtime.debug),
-              "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
-              "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts}
+    launch = {
+        "num_warps": spec.num_warps,
+        "num_stages": spec.num_stages,
+        "debug": bool(fn.debug or triton.knobs.runtime.debug),
+        "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
+        "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
+    }
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(**args, **spec.constexprs, **launch)
@@ -179,9 +183,12 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
 
 def _specialised(fn: Any, signature: dict, attrs: dict, spec: AotSpec) -> dict[str, list[str]]:
     names = fn.arg_names
-    return {"divisible_by_16": [names[key[0]] for key, hints in attrs.items()
-                                if len(key) == 1 and ["tt.divisibility", 16] in hints],
-            "equal_to_1": [n for n in spec.signature if signature[n] == "constexpr"]}
+    return {
+        "divisible_by_16": [
+            names[key[0]] for key, hints in attrs.items() if len(key) == 1 and ["tt.divisibility", 16] in hints
+        ],
+        "equal_to_1": [n for n in spec.signature if signature[n] == "constexpr"],
+    }
 
 
 def _tool(name: str) -> str:
@@ -212,8 +219,19 @@ def _rerun_ptxas(ptx: str, arch: int, options: Any, tmp: str) -> str:
     source = Path(tmp, "kernel.ptx")
     source.write_text(ptx)
     fmad = [] if options.enable_fp_fusion else ["--fmad=false"]
-    return _run([get_ptxas(arch).path, "-lineinfo", *fmad, "-v", "--regAllocOptLevel=2",
-                 f"--gpu-name={sm_arch_from_capability(arch)}", str(source), "-o", str(Path(tmp, "kernel.o"))])
+    return _run(
+        [
+            get_ptxas(arch).path,
+            "-lineinfo",
+            *fmad,
+            "-v",
+            "--regAllocOptLevel=2",
+            f"--gpu-name={sm_arch_from_capability(arch)}",
+            str(source),
+            "-o",
+            str(Path(tmp, "kernel.o")),
+        ]
+    )
 
 
 def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, Any]:
@@ -232,9 +250,14 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
     if cubin_registers != registers:
         raise RuntimeError(f"ptxas -v says {registers} registers but the cubin uses {cubin_registers}")
     tensor_core = next((op for op in ("HGMMA", "HMMA") if re.search(rf"\b{op}\b", sass)), "none")
-    return {"registers": registers, "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2)),
-            "shared_static": static_shared, "shared_bytes": ck.metadata.shared + static_shared,
-            "tensor_core": tensor_core}
+    return {
+        "registers": registers,
+        "spill_stores": int(spills.group(1)),
+        "spill_loads": int(spills.group(2)),
+        "shared_static": static_shared,
+        "shared_bytes": ck.metadata.shared + static_shared,
+        "tensor_core": tensor_core,
+    }
 
 
 def cache_dir() -> Path:
@@ -248,8 +271,16 @@ _THIS_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 def _cache_key(spec: AotSpec, arch: int, bound: tuple[dict, dict, dict, Any]) -> str:
     signature, constexprs, attrs, options = bound
-    material = [spec.fn.cache_key, signature, repr(sorted(constexprs.items())), repr(sorted(attrs.items())),
-                repr(sorted(options.__dict__.items())), arch, triton.__version__, _THIS_SOURCE]
+    material = [
+        spec.fn.cache_key,
+        signature,
+        repr(sorted(constexprs.items())),
+        repr(sorted(attrs.items())),
+        repr(sorted(options.__dict__.items())),
+        arch,
+        triton.__version__,
+        _THIS_SOURCE,
+    ]
     return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
 
 
@@ -274,11 +305,24 @@ def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: b
         tmp.write_text(json.dumps(measured))
         tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
     ctas, limiter = resident_ctas(arch, measured["registers"], measured["shared_bytes"], spec.num_warps)
-    return AotResult(**identity(spec, arch), **measured, shared_limit=LIMITS[arch].shared_per_block,
-                     ctas_per_sm=ctas, occupancy_limit=limiter, cached=cached,
-                     seconds=round(time.perf_counter() - start, 2))
+    return AotResult(
+        **identity(spec, arch),
+        **measured,
+        shared_limit=LIMITS[arch].shared_per_block,
+        ctas_per_sm=ctas,
+        occupancy_limit=limiter,
+        cached=cached,
+        seconds=round(time.perf_counter() - start, 2),
+    )
 
 
 def identity(spec: AotSpec, arch: int) -> dict[str, Any]:
-    return {"kernel": spec.kernel, "variant": spec.variant, "arch": arch, "dtype": spec_dtype(spec),
-            "num_warps": spec.num_warps, "num_stages": spec.num_stages, "uses_dot": spec.uses_dot}
+    return {
+        "kernel": spec.kernel,
+        "variant": spec.variant,
+        "arch": arch,
+        "dtype": spec_dtype(spec),
+        "num_warps": spec.num_warps,
+        "num_stages": spec.num_stages,
+        "uses_dot": spec.uses_dot,
+    }

@@ -37,7 +37,7 @@ def make_mask_image(size: int, seed: int = 0) -> Image.Image:
     generator = torch.Generator().manual_seed(seed + 1)
     top, left = torch.randint(size // 8, size // 3, (2,), generator=generator).tolist()
     mask = torch.zeros(1, size, size)
-    mask[:, top:top + size // 2, left:left + size // 2] = 1.0
+    mask[:, top : top + size // 2, left : left + size // 2] = 1.0
     return _to_pil(mask)
 
 
@@ -85,8 +85,9 @@ def _steps_for_strength(steps: int, strength: float) -> int:
     return total
 
 
-def run_pipeline(pipe: DiffusionPipeline, *, steps: int = 2, size: int = 64, seed: int = 0, output_type: str = "np",
-                 **extra: Any) -> Any:
+def run_pipeline(
+    pipe: DiffusionPipeline, *, steps: int = 2, size: int = 64, seed: int = 0, output_type: str = "np", **extra: Any
+) -> Any:
     """Call `pipe` with PROMPT, `steps` denoising steps (img2img-style pipelines get `steps / strength` inference
     steps, so that `steps` of them run), a `size` x `size` image and a CPU generator seeded with `seed` (the initial
     noise is drawn in fp32 on the CPU, so it is the same on every device and dtype), plus the extra image inputs its
@@ -105,8 +106,9 @@ def run_pipeline(pipe: DiffusionPipeline, *, steps: int = 2, size: int = 64, see
         kwargs["latents"] = initial_latents(pipe, size, kwargs["generator"])
     kwargs.update(extra)
     if "strength" in parameters and "num_inference_steps" not in extra:
-        kwargs["num_inference_steps"] = _steps_for_strength(steps, kwargs.get("strength",
-                                                                                parameters["strength"].default))
+        kwargs["num_inference_steps"] = _steps_for_strength(
+            steps, kwargs.get("strength", parameters["strength"].default)
+        )
     with torch.inference_mode():
         return pipe(**kwargs)
 

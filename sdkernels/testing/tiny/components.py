@@ -37,7 +37,15 @@ SD_SCHEDULE: dict[str, Any] = {
 
 # Words of the default prompt get whole-word merges so the tokenizer does real BPE work, not only byte fallback.
 _MERGES: tuple[str, ...] = (
-    "a t</w>", "c at</w>", "o f</w>", "p h", "o t", "ph ot", "phot o</w>", "d o", "do g</w>",
+    "a t</w>",
+    "c at</w>",
+    "o f</w>",
+    "p h",
+    "o t",
+    "ph ot",
+    "phot o</w>",
+    "d o",
+    "do g</w>",
 )
 
 

@@ -1,0 +1,87 @@
+"""What a patch rule is, and the helpers rules use to rebind instance attributes so that unpatching restores the
+exact previous objects. Integrations (sdkernels/integrations/) build rules from these; sdkernels/patch.py applies
+them. This module imports neither, so there is no import circle.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+KINDS = ("group_norm", "attention", "geglu")
+_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: previous instance value or _ABSENT}
+_RULES_APPLIED = "_sdkernels_rules"  # module.__dict__ entry: names of the rules applied to this module
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class PatchRule:
+    """`matches(module)` selects modules; `apply(module)` patches one and returns None, or returns the reason it
+    left the module alone (nothing changed); `restore(module)` undoes `apply`. `detail(module)` optionally says how a
+    patched module will run (shown in the report). `is_active(module)` tells whether a module marked as patched still
+    runs sdkernels (diffusers may have swapped an attention processor since, e.g. `fuse_qkv_projections()`); an
+    inactive one is restored and patched again by the next `patch`."""
+
+    name: str
+    kind: str
+    site: str
+    matches: Callable[[nn.Module], bool]
+    apply: Callable[[nn.Module], str | None]
+    restore: Callable[[nn.Module], None]
+    detail: Callable[[nn.Module], str] | None = None
+    is_active: Callable[[nn.Module], bool] | None = None
+    in_report: bool = True  # False for plumbing that keeps a patched model working (not a kernel site)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown patch kind {self.kind!r}; expected one of {KINDS}")
+
+
+# ------------------------------------------------------------------------------- helpers for rules
+def bind_attribute(module: nn.Module, name: str, value: Any) -> None:
+    """Set an instance attribute, remembering the instance value it shadows (once) for `restore_attributes`."""
+    saved = module.__dict__.setdefault(_SAVED, {})
+    previous = saved[name][0] if name in saved else module.__dict__.get(name, _ABSENT)
+    saved[name] = (previous, value)
+    module.__dict__[name] = value
+
+
+def bind_forward(module: nn.Module, forward: Callable[..., Any]) -> None:
+    """Rebind `module.forward` on this instance only (Liger-Kernel's `_bind_method_to_module`)."""
+    bind_attribute(module, "forward", types.MethodType(forward, module))
+
+
+def restore_attributes(module: nn.Module) -> None:
+    """Undo `bind_attribute`. A value replaced since (accelerate's offload wrapper around our `forward`) is kept;
+    if that wrapper saved our bound forward as its `_old_forward`, it is pointed back at the pre-patch one."""
+    for name, (previous, bound) in module.__dict__.pop(_SAVED, {}).items():
+        original = previous
+        if original is _ABSENT and name == "forward":
+            original = types.MethodType(type(module).forward, module)
+        if module.__dict__.get(name, _ABSENT) is bound:
+            if previous is _ABSENT:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = previous
+        elif name == "forward" and module.__dict__.get("_old_forward") is bound:
+            module.__dict__["_old_forward"] = original
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """True when hooks (accelerate offload, diffusers layerwise casting, user hooks) wrap this module: reading its
+    weights directly from a fused kernel would bypass them."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or getattr(module, "_hf_hook", None)
+        or getattr(module, "_diffusers_hook", None)
+    )
+
+
+def is_patched(module: nn.Module, rule_name: str | None = None) -> bool:
+    applied = module.__dict__.get(_RULES_APPLIED, ())
+    return bool(applied) if rule_name is None else rule_name in applied
