@@ -1,0 +1,73 @@
+"""`sdkernels.ops.group_norm_silu`: SiLU(GroupNorm(x + add)) as the custom op `torch.ops.sdkernels.group_norm_silu`."""
+
+from __future__ import annotations
+
+import torch
+
+from sdkernels import reference
+from sdkernels.ops._common import Tensor, check, check_same_device, kernel_ok, register_reference_backward
+
+
+def _check_group_norm(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, add: Tensor | None
+) -> None:
+    op = "group_norm_silu"
+    check(x.dim() >= 2, op, f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
+    check(x.is_floating_point(), op, f"x must be a float tensor, got {x.dtype}")
+    channels = x.shape[1]
+    check(
+        num_groups > 0 and channels % num_groups == 0,
+        op,
+        f"num_groups={num_groups} must divide the {channels} channels of x",
+    )
+    for name, p in (("weight", weight), ("bias", bias)):
+        check(
+            p is None or tuple(p.shape) == (channels,),
+            op,
+            f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
+        )
+    check(
+        add is None or tuple(add.shape) == (x.shape[0], channels),
+        op,
+        f"add must have shape (N, C) = {(x.shape[0], channels)}, got {None if add is None else tuple(add.shape)}",
+    )
+    check_same_device(op, x=x, weight=weight, bias=bias, add=add)
+
+
+@torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
+def _group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
+    if kernel_ok("group_norm_silu", x.device, x.dtype):
+        from sdkernels.kernels.group_norm import group_norm_silu as kernel
+
+        return kernel(x, num_groups, weight, bias, eps, silu, add)
+    return reference.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
+
+
+@_group_norm_silu.register_fake
+def _(x, num_groups, weight, bias, eps, silu, add):
+    return torch.empty_like(x)
+
+
+def group_norm_silu(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    silu: bool = True,
+    add: Tensor | None = None,
+) -> Tensor:
+    """SiLU(GroupNorm(x + add[:, :, None, None])) in one pass, statistics in fp32.
+
+    x: (N, C, *spatial) fp32/fp16/bf16, contiguous or channels_last (read in place); output has x's dtype and
+    memory format. weight/bias: (C,) or None. add: (N, C) or None, added before the statistics (ResnetBlock2D's
+    temb). `silu=False` gives plain GroupNorm.
+    """
+    _check_group_norm(x, num_groups, weight, bias, add)
+    return torch.ops.sdkernels.group_norm_silu(x, num_groups, weight, bias, float(eps), bool(silu), add)
+
+
+register_reference_backward(_group_norm_silu, reference.group_norm_silu, (0, 2, 3, 6))
