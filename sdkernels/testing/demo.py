@@ -23,11 +23,16 @@ from PIL import Image, ImageDraw
 import sdkernels
 from sdkernels import _dispatch
 from sdkernels.testing.interpreter import apply_interpreter_fixes
-from sdkernels.testing.tiny import make_sd_pipeline, run_pipeline
+from sdkernels.testing.tiny import make_sd3_pipeline, make_sd_pipeline, make_sdxl_pipeline, run_pipeline
 
 if _dispatch.INTERPRET:
     apply_interpreter_fixes()  # the demo is a fixture too: bf16 right under the interpreter
 
+MODELS = {
+    "sd": ("tiny SD1.x pipeline", make_sd_pipeline),
+    "sdxl": ("tiny SDXL pipeline", make_sdxl_pipeline),
+    "sd3": ("tiny SD3.5-style pipeline (QK RMSNorm, dual attention, no T5)", make_sd3_pipeline),
+}
 CAPTION_HEIGHT = 14  # pixels under the images for their captions
 DTYPES = {
     "float32": torch.float32,
@@ -42,6 +47,7 @@ DTYPES = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m sdkernels demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="sd", help="which tiny pipeline (default sd)")
     parser.add_argument("--steps", type=int, default=3, help="denoising steps (default 3)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels, a multiple of 8 (default 64)")
     parser.add_argument("--out", type=Path, default=Path("sdkernels_demo.png"), help="where to save the images")
@@ -62,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.size % 8:
         parser.error(f"--size must be a multiple of 8 (the VAE factor), got {args.size}")
+    if args.model == "sd3" and args.size % 16:
+        parser.error(f"--size must be a multiple of 16 for sd3 (VAE factor 8 x patch size 2), got {args.size}")
     return args
 
 
@@ -177,17 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)  # the interpreter gets slower, not faster, with threads on a shared CPU
     run = dict(steps=args.steps, size=args.size, seed=args.seed)
-    print(
-        f"tiny SD1.x pipeline (random weights, offline): {args.size}x{args.size}, {args.steps} steps, "
-        f"{args.dtype} on {device}"
-    )
+    title, make_pipeline = MODELS[args.model]
+    print(f"{title} (random weights, offline): {args.size}x{args.size}, {args.steps} steps, {args.dtype} on {device}")
 
-    pipe = make_sd_pipeline(device=device, dtype=dtype, seed=args.seed)
+    pipe = make_pipeline(device=device, dtype=dtype, seed=args.seed)
     comparison = compare_patched(pipe, lambda: run_pipeline(pipe, **run).images[0], repeats=args.repeats)
 
     # How far the image moves from rounding alone: the same pipeline one precision up (fp32 -> fp64, else -> fp32).
     reference_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-    reference = run_pipeline(make_sd_pipeline(device=device, dtype=reference_dtype, seed=args.seed), **run).images[0]
+    reference = run_pipeline(make_pipeline(device=device, dtype=reference_dtype, seed=args.seed), **run).images[0]
     noise = float(np.abs(comparison.unpatched - reference).max())
 
     difference = comparison.max_difference

@@ -1,4 +1,5 @@
-"""Tiny offline Stable Diffusion pipelines with random weights (SD1.x txt2img / img2img / inpaint / ControlNet, SDXL)
+"""Tiny offline Stable Diffusion pipelines with random weights (SD1.x txt2img / img2img / inpaint / ControlNet, SDXL,
+SD3.5)
 for tests, the demo and the examples: they build in well under a second, download nothing, and keep SD's topology,
 GroupNorm groups, attention head dims >= 16 and 77-token cross-attention, so every patched code path runs."""
 
@@ -28,6 +29,7 @@ from sdkernels.testing.tiny.run import (
     run_pipeline,
     to_uint8,
 )
+from sdkernels.testing.tiny.sd3 import make_sd3_pipeline, make_sd3_transformer, tiny_sd3_transformer_config
 
 BUILDERS = {
     "sd": make_sd_pipeline,
@@ -35,6 +37,7 @@ BUILDERS = {
     "inpaint": make_inpaint_pipeline,
     "controlnet": make_controlnet_pipeline,
     "sdxl": make_sdxl_pipeline,
+    "sd3": make_sd3_pipeline,
 }
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "make_mask_image",
     "make_scheduler",
     "make_sd_pipeline",
+    "make_sd3_pipeline",
+    "make_sd3_transformer",
     "make_sdxl_pipeline",
     "make_text_encoder",
     "make_text_encoder_with_projection",
@@ -56,6 +61,7 @@ __all__ = [
     "make_unet",
     "make_vae",
     "run_pipeline",
+    "tiny_sd3_transformer_config",
     "tiny_sdxl_unet_config",
     "tiny_unet_config",
     "to_uint8",

@@ -122,8 +122,9 @@ def make_unet(config: dict[str, Any], *, seed: int = 0) -> UNet2DConditionModel:
         return UNet2DConditionModel(**config).eval()
 
 
-def make_vae(*, seed: int = 0, force_upcast: bool = True) -> AutoencoderKL:
-    """A tiny 4-level AutoencoderKL (downsampling factor 8, 4 latent channels).
+def make_vae(*, seed: int = 0, force_upcast: bool = True, latent_channels: int = 4, **extra: Any) -> AutoencoderKL:
+    """A tiny 4-level AutoencoderKL (downsampling factor 8, 4 latent channels; SD3's has 16 and `extra` config such as
+    its shift_factor and no quant convs).
 
     Like SD's VAE it has a mid-block attention in encoder and decoder (one head; head dim = last block width, 64 here
     instead of 512) with its own GroupNorm, and GroupNorm+SiLU in every resnet and before conv_out. 32 groups over
@@ -137,11 +138,12 @@ def make_vae(*, seed: int = 0, force_upcast: bool = True) -> AutoencoderKL:
             up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(32, 32, 64, 64),
             layers_per_block=1,
-            latent_channels=4,
+            latent_channels=latent_channels,
             norm_num_groups=32,
             act_fn="silu",
             sample_size=64,
             force_upcast=force_upcast,
+            **extra,
         ).eval()
 
 

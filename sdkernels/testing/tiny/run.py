@@ -71,7 +71,8 @@ def initial_latents(pipe: DiffusionPipeline, size: int, generator: torch.Generat
     dtypes would not start from the same noise."""
     latent_size = size // pipe.vae_scale_factor
     shape = (1, pipe.vae.config.latent_channels, latent_size, latent_size)
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(pipe.device, pipe.unet.dtype)
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer  # SD3: a transformer
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(pipe.device, denoiser.dtype)
 
 
 def _steps_for_strength(steps: int, strength: float) -> int:
