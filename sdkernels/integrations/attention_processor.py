@@ -23,6 +23,7 @@ from diffusers.utils import deprecate
 
 from sdkernels import ops
 from sdkernels._dispatch import note_fallback
+from sdkernels.integrations.joint_attention import is_joint_attention
 from sdkernels.rules import PatchRule, has_hooks
 
 ReplacedProcessor = AttnProcessor | AttnProcessor2_0 | FusedAttnProcessor2_0
@@ -267,7 +268,7 @@ ATTENTION_PROCESSOR_RULE = PatchRule(
     name="attention_processor",
     kind="attention",
     site="Attention",
-    matches=lambda m: isinstance(m, Attention),
+    matches=lambda m: isinstance(m, Attention) and not is_joint_attention(m),  # SD3's: JOINT_ATTENTION_RULE
     apply=_apply,
     restore=_restore,
     detail=_detail,
