@@ -57,11 +57,20 @@ def _walk(target: object) -> Iterator[tuple[str, str, nn.Module]]:
 
 
 # ------------------------------------------------------------------------------------- public API
-def patch(target: object, *, group_norm: bool = True, attention: bool = True, geglu: bool = True) -> PatchReport:
+def patch(
+    target: object,
+    *,
+    group_norm: bool = True,
+    attention: bool = True,
+    geglu: bool = True,
+    ada_layer_norm: bool = True,
+    linear_gelu: bool = True,
+) -> PatchReport:
     """Swap sdkernels' fused kernels into every matching site of `target` (a DiffusionPipeline: all its nn.Module
     components, e.g. unet, vae, controlnet; or any nn.Module). Returns a PatchReport. Patching twice changes nothing
     the second time."""
-    rules = _selected_rules({"group_norm": group_norm, "attention": attention, "geglu": geglu})
+    selection = {"group_norm": group_norm, "attention": attention, "geglu": geglu}
+    rules = _selected_rules(selection | {"ada_layer_norm": ada_layer_norm, "linear_gelu": linear_gelu})
     report = PatchReport()
     for component, root in _components(target).items():
         device = _component_device(root)

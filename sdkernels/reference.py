@@ -65,3 +65,10 @@ def geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = Non
     h = F.linear(x.to(cd), weight.to(cd), None if bias is None else bias.to(cd))
     value, gate = h.chunk(2, dim=-1)
     return (value * F.gelu(gate)).to(x.dtype)
+
+
+def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm(x) · (1 + scale[:, None]) + shift[:, None]: diffusers' AdaLayerNorm-Zero modulation (no affine)."""
+    cd = compute_dtype(x.dtype)
+    h = F.layer_norm(x.to(cd), (x.shape[-1],), eps=eps)
+    return (h * (1 + scale.to(cd)[:, None]) + shift.to(cd)[:, None]).to(x.dtype)

@@ -12,7 +12,7 @@ import torch.nn as nn
 class SiteResult:
     component: str  # pipeline component name ("unet", "vae", ...) or the module's class name
     path: str  # module path inside the component ("" for the component itself)
-    kind: str  # "group_norm" | "attention" | "geglu"
+    kind: str  # one of sdkernels.rules.KINDS
     site: str  # what was matched, e.g. "ResnetBlock2D"
     status: str  # "patched" | "already patched" | "left alone"
     reason: str = ""  # why it was left alone, or a detail about how it was patched
@@ -57,7 +57,10 @@ class PatchReport:
             if i == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
         if len(rows) == 1:
-            lines.append("  (nothing matched: no diffusers ResnetBlock2D, Attention, GEGLU or GroupNorm sites found)")
+            lines.append(
+                "  (nothing matched: no diffusers ResnetBlock2D, Attention, GEGLU, GroupNorm, AdaLayerNorm or GELU "
+                "sites found)"
+            )
         if self.left_alone:
             lines.append("left alone:")
             for r in self.left_alone:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn as nn
 
-KINDS = ("group_norm", "attention", "geglu")
+KINDS = ("group_norm", "attention", "geglu", "ada_layer_norm", "linear_gelu")
 _SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: previous instance value or _ABSENT}
 _RULES_APPLIED = "_sdkernels_rules"  # module.__dict__ entry: names of the rules applied to this module
 _ABSENT = object()

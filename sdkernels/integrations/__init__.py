@@ -1,6 +1,7 @@
 """diffusers integrations: the patch rules for every site sdkernels accelerates. `RULES` is the one registry
 sdkernels.patch applies, in this order."""
 
+from sdkernels.integrations.ada_norm import ADA_LAYER_NORM_RULE
 from sdkernels.integrations.attention_processor import ATTENTION_PROCESSOR_RULE
 from sdkernels.integrations.default_processor import DEFAULT_PROCESSOR_RULE
 from sdkernels.integrations.geglu import GEGLU_RULE
@@ -17,4 +18,5 @@ RULES: tuple[PatchRule, ...] = (
     CONV_NORM_OUT_RULE,
     TRANSFORMER_2D_NORM_RULE,
     RESNET_BLOCK_RULE,
+    ADA_LAYER_NORM_RULE,
 )

@@ -5,6 +5,7 @@ CUDA -> Triton kernel; CPU -> the same kernel under TRITON_INTERPRET=1, else the
 (`sdkernels._dispatch.note_fallback`). One module per op; this package re-exports them."""
 
 from sdkernels.ops._common import KERNEL_DTYPES, MAX_HEAD_DIM
+from sdkernels.ops.ada_layer_norm import ada_layer_norm
 from sdkernels.ops.attention import attention, attention_kernel_problem
 from sdkernels.ops.geglu import geglu, gelu_gate
 from sdkernels.ops.group_norm import group_norm_silu
@@ -12,6 +13,7 @@ from sdkernels.ops.group_norm import group_norm_silu
 __all__ = [
     "KERNEL_DTYPES",
     "MAX_HEAD_DIM",
+    "ada_layer_norm",
     "attention",
     "attention_kernel_problem",
     "geglu",

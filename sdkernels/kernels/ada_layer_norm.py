@@ -1,0 +1,149 @@
+"""Fused AdaLayerNorm-Zero modulation: out = LayerNorm(x) · (1 + scale[b]) + shift[b], per token, no affine.
+
+diffusers' AdaLayerNormZero / SD35AdaLayerNormZeroX / AdaLayerNormContinuous run `norm(x)` (one pass writing the
+normalised tensor, rounded), then `* (1 + scale)` and `+ shift` (two more elementwise passes, each rounded). Here one
+program holds BLOCK_M whole rows (BLOCK_D >= dim) in registers: mean, then the centred variance from the
+registers (exact two-pass, no E[x²] - E[x]² cancellation: the GroupNorm kernels' standard), then the modulation,
+all in fp32, rounded once. x is read once, the output written once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sdkernels._dispatch import poison
+from sdkernels.kernels._tuning import AotSpec, jit_fn
+
+Tensor = torch.Tensor
+MAX_DIM = 8192  # one row in registers; wider rows take the reference path (SD3.5 large is 2432)
+ROW_TILE = 4096  # elements per program for narrow rows: several rows side by side
+
+
+@triton.jit
+def _ada_layer_norm_kernel(
+    x_ptr,
+    scale_ptr,
+    shift_ptr,
+    out_ptr,
+    rows,
+    seq_len,
+    dim,
+    stride_xb,
+    stride_xl,
+    stride_sb,
+    stride_hb,
+    eps,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    # Rows r = b·seq_len + l of x (B, L, dim); out is contiguous (rows, dim). scale/shift are (B, dim) rows (chunks
+    # of the emb Linear's output: row stride 6·dim or 9·dim, unit column stride).
+    row = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    col = tl.arange(0, BLOCK_D)
+    row_ok = row < rows
+    mask = row_ok[:, None] & (col < dim)[None, :]
+    b = (row // seq_len).to(tl.int64)
+    x_row = b * stride_xb + (row % seq_len).to(tl.int64) * stride_xl
+    x = tl.load(x_ptr + x_row[:, None] + col[None, :], mask=mask, other=0.0).to(tl.float32)
+
+    mean = tl.sum(x, axis=1) / dim
+    centred = tl.where(mask, x - mean[:, None], 0.0)
+    var = tl.sum(centred * centred, axis=1) / dim
+    rstd = 1.0 / tl.sqrt(var + eps)
+
+    scale = tl.load(scale_ptr + b[:, None] * stride_sb + col[None, :], mask=mask, other=0.0).to(tl.float32)
+    shift = tl.load(shift_ptr + b[:, None] * stride_hb + col[None, :], mask=mask, other=0.0).to(tl.float32)
+    out = centred * rstd[:, None] * (1.0 + scale) + shift
+    out_ptrs = out_ptr + row.to(tl.int64)[:, None] * dim + col[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def launch_config(dim: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_D, num_warps) for a row width: whole rows, about ROW_TILE elements per program, 4 warps up to
+    2048 elements and 8 above (16 fp32 values per thread at most for SD3.5 large's 4096-wide tile)."""
+    block_d = triton.next_power_of_2(dim)
+    block_m = max(1, min(16, ROW_TILE // block_d))
+    warps = 4 if block_m * block_d <= 2048 else 8
+    return block_m, block_d, warps
+
+
+def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
+    """x (B, L, dim), scale/shift (B, dim) with unit column stride (checked by sdkernels.ops) -> (B, L, dim)."""
+    batch, seq_len, dim = x.shape
+    out = poison(torch.empty(batch, seq_len, dim, dtype=x.dtype, device=x.device))
+    if out.numel() == 0:
+        return out
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    rows = batch * seq_len
+    block_m, block_d, warps = launch_config(dim)
+    _ada_layer_norm_kernel[(triton.cdiv(rows, block_m),)](
+        x,
+        scale,
+        shift,
+        out,
+        rows,
+        seq_len,
+        dim,
+        x.stride(0),
+        x.stride(1),
+        scale.stride(0),
+        shift.stride(0),
+        eps,
+        BLOCK_M=block_m,
+        BLOCK_D=block_d,
+        num_warps=warps,
+    )
+    return out
+
+
+# SD3 / SD3.5 medium (1536), SD3.5 large (2432) and the tiny pipeline's widths: the configs launch_config picks.
+AOT_DIMS = (1536, 2432)
+
+
+def aot_specs() -> list[AotSpec]:
+    """The launch configs for SD3's widths in fp16/bf16/fp32, specialised as the JIT does (aligned pointers, dim and
+    row strides divisible by 16); rows and seq_len unspecialised. Elementwise + reductions: no MMA expected."""
+    specs = []
+    for dtype in ("fp16", "bf16", "fp32"):
+        for dim in AOT_DIMS:
+            block_m, block_d, warps = launch_config(dim)
+            specs.append(
+                AotSpec(
+                    kernel="ada_layer_norm",
+                    variant=f"{dtype}_d{dim}_m{block_m}_w{warps}",
+                    fn=jit_fn(_ada_layer_norm_kernel),
+                    signature={
+                        "x_ptr": f"*{dtype}",
+                        "scale_ptr": f"*{dtype}",
+                        "shift_ptr": f"*{dtype}",
+                        "out_ptr": f"*{dtype}",
+                        "rows": "i32",
+                        "seq_len": "i32",
+                        "dim": "i32",
+                        "stride_xb": "i32",
+                        "stride_xl": "i32",
+                        "stride_sb": "i32",
+                        "stride_hb": "i32",
+                        "eps": "fp32",
+                    },
+                    constexprs={"BLOCK_M": block_m, "BLOCK_D": block_d},
+                    num_warps=warps,
+                    num_stages=1,
+                    uses_dot=False,
+                    divisible_by_16=(
+                        "x_ptr",
+                        "scale_ptr",
+                        "shift_ptr",
+                        "out_ptr",
+                        "dim",
+                        "stride_xb",
+                        "stride_xl",
+                        "stride_sb",
+                        "stride_hb",
+                    ),
+                )
+            )
+    return specs
