@@ -72,3 +72,12 @@ def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, ep
     cd = compute_dtype(x.dtype)
     h = F.layer_norm(x.to(cd), (x.shape[-1],), eps=eps)
     return (h * (1 + scale.to(cd)[:, None]) + shift.to(cd)[:, None]).to(x.dtype)
+
+
+def linear_gelu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, approximate: str = "tanh"
+) -> torch.Tensor:
+    """gelu(x Wᵀ + b): diffusers' GELU module (tanh form for SD3's feed-forward)."""
+    cd = compute_dtype(x.dtype)
+    h = F.linear(x.to(cd), weight.to(cd), None if bias is None else bias.to(cd))
+    return F.gelu(h, approximate=approximate).to(x.dtype)

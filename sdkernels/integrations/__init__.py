@@ -5,6 +5,7 @@ from sdkernels.integrations.ada_norm import ADA_LAYER_NORM_RULE
 from sdkernels.integrations.attention_processor import ATTENTION_PROCESSOR_RULE
 from sdkernels.integrations.default_processor import DEFAULT_PROCESSOR_RULE
 from sdkernels.integrations.geglu import GEGLU_RULE
+from sdkernels.integrations.gelu import GELU_RULE
 from sdkernels.integrations.joint_attention import JOINT_ATTENTION_RULE
 from sdkernels.integrations.norms import CONV_NORM_OUT_RULE, TRANSFORMER_2D_NORM_RULE
 from sdkernels.integrations.resnet import RESNET_BLOCK_RULE
@@ -19,4 +20,5 @@ RULES: tuple[PatchRule, ...] = (
     TRANSFORMER_2D_NORM_RULE,
     RESNET_BLOCK_RULE,
     ADA_LAYER_NORM_RULE,
+    GELU_RULE,
 )

@@ -9,6 +9,7 @@ from sdkernels.ops.ada_layer_norm import ada_layer_norm
 from sdkernels.ops.attention import attention, attention_kernel_problem
 from sdkernels.ops.geglu import geglu, gelu_gate
 from sdkernels.ops.group_norm import group_norm_silu
+from sdkernels.ops.linear_gelu import linear_gelu
 
 __all__ = [
     "KERNEL_DTYPES",
@@ -19,4 +20,5 @@ __all__ = [
     "geglu",
     "gelu_gate",
     "group_norm_silu",
+    "linear_gelu",
 ]
