@@ -5,7 +5,7 @@ diffusers' `GELU` (SD3's feed-forward: `FeedForward(activation_fn="gelu-approxim
 output tile in fp32 over K (the Triton matmul tutorial's grouped loop, like the GEGLU kernel but one accumulator, not
 gated), adds the bias and applies the GELU in registers, and stores the tile once, rounded once.
 tanh form: gelu(g) = 0.5·g·(1 + tanh(u)) = g·sigmoid(2u), u = √(2/π)·(g + 0.044715·g³) (no overflow: the
-sigmoid saturates to 0 or 1). Exact form (approximate="none"): 0.5·g·(1 + erf(g/√2)).
+sigmoid saturates to 0 or 1; u is clamped to ±20, where tanh is ±1 in fp32). Exact form (approximate="none"): 0.5·g·(1 + erf(g/√2)).
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def _linear_gelu_kernel(
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n).to(tl.float32)[None, :]
     if TANH:
+        # |u| > 20: tanh(u) is ±1 in fp32 already; the clamp keeps exp() finite (the interpreter warns on overflow)
         inner = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
-        out = acc * tl.sigmoid(2.0 * inner)
+        out = acc * tl.sigmoid(2.0 * tl.minimum(tl.maximum(inner, -20.0), 20.0))
     else:
         out = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
 
