@@ -5,7 +5,8 @@ diffusers' `GELU` (SD3's feed-forward: `FeedForward(activation_fn="gelu-approxim
 output tile in fp32 over K (the Triton matmul tutorial's grouped loop, like the GEGLU kernel but one accumulator, not
 gated), adds the bias and applies the GELU in registers, and stores the tile once, rounded once.
 tanh form: gelu(g) = 0.5·g·(1 + tanh(u)) = g·sigmoid(2u), u = √(2/π)·(g + 0.044715·g³) (no overflow: the
-sigmoid saturates to 0 or 1; u is clamped to ±20, where tanh is ±1 in fp32). Exact form (approximate="none"): 0.5·g·(1 + erf(g/√2)).
+sigmoid saturates to 0 or 1; u is clamped to ±20, where tanh is ±1 in fp32).
+Exact form (approximate="none"): 0.5·g·(1 + erf(g/√2)).
 """
 
 from __future__ import annotations
