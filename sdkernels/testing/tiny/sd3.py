@@ -1,7 +1,8 @@
 """A tiny offline Stable Diffusion 3 / 3.5 pipeline with random weights: SD3.5's transformer topology (MMDiT joint
 blocks, QK RMSNorm, a dual-attention first block, a context-pre-only last block, AdaLayerNormZero /
 SD35AdaLayerNormZeroX / AdaLayerNormContinuous, GELU(tanh) feed-forwards), SD3's 64-wide attention heads, two CLIP
-text encoders and no T5 (diffusers then feeds 77 zero tokens in its place: 154 text tokens, as SD3 without T5),
+text encoders and no T5 (diffusers 0.42 then appends `max_sequence_length` zero tokens, 256 by default, to CLIP's 77:
+333 text tokens, as with T5),
 a 16-latent-channel VAE and the flow-matching Euler scheduler.
 """
 
