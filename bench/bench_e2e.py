@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 import sdkernels
-from bench.common import DTYPES, RESULTS, environment, no_cuda, save_rows
+from bench.common import DTYPES, ENVIRONMENT_COLUMNS, RESULTS, environment, no_cuda, save_rows
 from bench.timing import time_calls
 from sdkernels._dispatch import fallback_counts, reset_fallback_counts
 from sdkernels.tools import sd_shapes
@@ -51,12 +51,7 @@ E2E_COLUMNS = (
     "patched_sites",
     "fallbacks",
     "iters",
-    "gpu_name",
-    "torch",
-    "triton",
-    "diffusers",
-    "sdkernels",
-    "timestamp",
+    *ENVIRONMENT_COLUMNS,
 )
 E2E_KEY = ("workload", "variant", "dtype", "gpu_name")
 
