@@ -2,7 +2,7 @@
 
 diffusers' AdaLayerNormZero / SD35AdaLayerNormZeroX / AdaLayerNormContinuous run `norm(x)` (one pass writing the
 normalised tensor, rounded), then `* (1 + scale)` and `+ shift` (two more elementwise passes, each rounded). Here one
-program holds BLOCK_M whole rows (BLOCK_D >= dim) in registers: mean, then the centred variance from the
+program holds BLOCK_M whole rows (BLOCK_D >= dim) at a time in registers: mean, then the centred variance from the
 registers (exact two-pass, no E[x²] - E[x]² cancellation: the GroupNorm kernels' standard), then the modulation,
 all in fp32, rounded once. x is read once, the output written once.
 """
@@ -18,7 +18,8 @@ from sdkernels.kernels._tuning import AotSpec, jit_fn
 
 Tensor = torch.Tensor
 MAX_DIM = 8192  # one row in registers; wider rows take the reference path (SD3.5 large is 2432)
-ROW_TILE = 4096  # elements per program for narrow rows: several rows side by side
+ROW_TILE = 4096  # elements per loop step for narrow rows: several rows side by side
+ROWS_PER_PROGRAM = 16  # a power of two >= any BLOCK_M
 
 
 @triton.jit
@@ -27,7 +28,6 @@ def _ada_layer_norm_kernel(
     scale_ptr,
     shift_ptr,
     out_ptr,
-    rows,
     seq_len,
     dim,
     stride_xb,
@@ -37,36 +37,41 @@ def _ada_layer_norm_kernel(
     eps,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    ROW_BLOCKS: tl.constexpr,
 ):
-    # Rows r = b·seq_len + l of x (B, L, dim); out is contiguous (rows, dim). scale/shift are (B, dim) rows (chunks
-    # of the emb Linear's output: row stride 6·dim or 9·dim, unit column stride).
-    row = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Program (l-block, b): ROW_BLOCKS x BLOCK_M tokens l of sample b of x (B, L, dim), BLOCK_M rows at a time; out
+    # is contiguous (B, L, dim). All rows of a program share one sample, so its scale/shift rows (chunks of the emb
+    # Linear's output: row stride 6·dim or 9·dim, unit column stride) are loaded once per program.
+    b = tl.program_id(1).to(tl.int64)
     col = tl.arange(0, BLOCK_D)
-    row_ok = row < rows
-    mask = row_ok[:, None] & (col < dim)[None, :]
-    b = (row // seq_len).to(tl.int64)
-    x_row = b * stride_xb + (row % seq_len).to(tl.int64) * stride_xl
-    x = tl.load(x_ptr + x_row[:, None] + col[None, :], mask=mask, other=0.0).to(tl.float32)
+    col_ok = col < dim
+    scale = tl.load(scale_ptr + b * stride_sb + col, mask=col_ok, other=0.0).to(tl.float32)
+    shift = tl.load(shift_ptr + b * stride_hb + col, mask=col_ok, other=0.0).to(tl.float32)
+    first = tl.program_id(0) * ROW_BLOCKS * BLOCK_M
+    for i in range(ROW_BLOCKS):
+        tok = first + i * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask = (tok < seq_len)[:, None] & col_ok[None, :]
+        x_row = b * stride_xb + tok.to(tl.int64) * stride_xl
+        x = tl.load(x_ptr + x_row[:, None] + col[None, :], mask=mask, other=0.0).to(tl.float32)
 
-    mean = tl.sum(x, axis=1) / dim
-    centred = tl.where(mask, x - mean[:, None], 0.0)
-    var = tl.sum(centred * centred, axis=1) / dim
-    rstd = 1.0 / tl.sqrt(var + eps)
+        mean = tl.sum(x, axis=1) / dim
+        centred = tl.where(mask, x - mean[:, None], 0.0)
+        var = tl.sum(centred * centred, axis=1) / dim
+        rstd = 1.0 / tl.sqrt(var + eps)
 
-    scale = tl.load(scale_ptr + b[:, None] * stride_sb + col[None, :], mask=mask, other=0.0).to(tl.float32)
-    shift = tl.load(shift_ptr + b[:, None] * stride_hb + col[None, :], mask=mask, other=0.0).to(tl.float32)
-    out = centred * rstd[:, None] * (1.0 + scale) + shift
-    out_ptrs = out_ptr + row.to(tl.int64)[:, None] * dim + col[None, :]
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        out = centred * rstd[:, None] * (1.0 + scale)[None, :] + shift[None, :]
+        out_ptrs = out_ptr + (b * seq_len + tok.to(tl.int64))[:, None] * dim + col[None, :]
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def launch_config(dim: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_D, num_warps) for a row width: whole rows, about ROW_TILE elements per program, 4 warps up to
-    2048 elements and 8 above (16 fp32 values per thread at most for SD3.5 large's 4096-wide tile)."""
+def launch_config(dim: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_D, num_warps, ROW_BLOCKS) for a row width: whole rows, about ROW_TILE elements per step, 4
+    warps up to 2048 elements and 8 above (16 fp32 values per thread at most for SD3.5 large's 4096-wide tile), and
+    ROWS_PER_PROGRAM rows per program so scale/shift are read once per 16 tokens, not per token."""
     block_d = triton.next_power_of_2(dim)
-    block_m = max(1, min(16, ROW_TILE // block_d))
+    block_m = max(1, min(ROWS_PER_PROGRAM, ROW_TILE // block_d))
     warps = 4 if block_m * block_d <= 2048 else 8
-    return block_m, block_d, warps
+    return block_m, block_d, warps, ROWS_PER_PROGRAM // block_m
 
 
 def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
@@ -77,14 +82,12 @@ def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tenso
         return out
     if x.stride(2) != 1:
         x = x.contiguous()
-    rows = batch * seq_len
-    block_m, block_d, warps = launch_config(dim)
-    _ada_layer_norm_kernel[(triton.cdiv(rows, block_m),)](
+    block_m, block_d, warps, row_blocks = launch_config(dim)
+    _ada_layer_norm_kernel[(triton.cdiv(seq_len, block_m * row_blocks), batch)](
         x,
         scale,
         shift,
         out,
-        rows,
         seq_len,
         dim,
         x.stride(0),
@@ -94,6 +97,7 @@ def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tenso
         eps,
         BLOCK_M=block_m,
         BLOCK_D=block_d,
+        ROW_BLOCKS=row_blocks,
         num_warps=warps,
     )
     return out
@@ -105,11 +109,11 @@ AOT_DIMS = (1536, 2432)
 
 def aot_specs() -> list[AotSpec]:
     """The launch configs for SD3's widths in fp16/bf16/fp32, specialised as the JIT does (aligned pointers, dim and
-    row strides divisible by 16); rows and seq_len unspecialised. Elementwise + reductions: no MMA expected."""
+    row strides divisible by 16); seq_len unspecialised. Elementwise + reductions: no MMA expected."""
     specs = []
     for dtype in ("fp16", "bf16", "fp32"):
         for dim in AOT_DIMS:
-            block_m, block_d, warps = launch_config(dim)
+            block_m, block_d, warps, row_blocks = launch_config(dim)
             specs.append(
                 AotSpec(
                     kernel="ada_layer_norm",
@@ -120,7 +124,6 @@ def aot_specs() -> list[AotSpec]:
                         "scale_ptr": f"*{dtype}",
                         "shift_ptr": f"*{dtype}",
                         "out_ptr": f"*{dtype}",
-                        "rows": "i32",
                         "seq_len": "i32",
                         "dim": "i32",
                         "stride_xb": "i32",
@@ -129,7 +132,7 @@ def aot_specs() -> list[AotSpec]:
                         "stride_hb": "i32",
                         "eps": "fp32",
                     },
-                    constexprs={"BLOCK_M": block_m, "BLOCK_D": block_d},
+                    constexprs={"BLOCK_M": block_m, "BLOCK_D": block_d, "ROW_BLOCKS": row_blocks},
                     num_warps=warps,
                     num_stages=1,
                     uses_dot=False,

@@ -39,7 +39,7 @@ from sdkernels.tools import sd_shapes
 
 ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
 FLASH_BLOCK_M = 128  # query rows per tile assumed for the flash baseline (FlashAttention-2's forward tile)
-KERNELS = ("group_norm_silu", "geglu", "gelu_gate", "attention")
+KERNELS = ("group_norm_silu", "geglu", "gelu_gate", "attention", "ada_layer_norm", "linear_gelu")
 
 
 @dataclass
@@ -278,7 +278,15 @@ def attention_traffic(shape: sd_shapes.AttentionShape, dtype: str, arch: str) ->
 
 # -------------------------------------------------------------------------------------------------------- table
 def collect(models: list[str] | None, kernels: list[str], dtype: str, arch: str, sm_count: int) -> list[Traffic]:
+    from sdkernels.tools import sd3_shapes, traffic_sd3  # SD3 / SD3.5 transformer rows (that module imports this one)
+
+    sd3_models = [m for m in (models or []) if m in sd3_shapes.SD3_MODELS]
+    models = None if models is None else [m for m in models if m not in sd3_shapes.SD3_MODELS]
     rows: list[Traffic] = []
+    if sd3_models:
+        rows += traffic_sd3.sd3_traffic(sd3_models, kernels, dtype, arch)
+    if models == []:
+        return rows
     if "group_norm_silu" in kernels:
         rows += [group_norm_traffic(s, dtype, sm_count) for s in sd_shapes.group_norm_shapes(models)]
     if "geglu" in kernels:
@@ -352,7 +360,7 @@ def format_text(rows: list[Traffic], dtype: str) -> str:
         out += [f"  {r.label}: {r.config}" for r in selected]
     summary = totals(rows)
     if summary:
-        out += ["", "== per UNet step (batch 2) / VAE encode or decode (batch 1): sum of bytes x calls, MB"]
+        out += ["", "== per UNet/transformer step (batch 2) / VAE encode or decode (batch 1): sum of bytes x calls, MB"]
         body = [
             [
                 f"{t['kernel']} {t['model']}-{t['component']}",
@@ -373,7 +381,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         prog="sdkernels traffic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable rows and totals")
-    parser.add_argument("--models", default=",".join(sd_shapes.MODELS), help="comma-separated: sd15,sd21,sdxl")
+    parser.add_argument(
+        "--models", default=",".join(sd_shapes.MODELS), help="comma-separated: sd15,sd21,sdxl and sd3m,sd35m,sd35l"
+    )
     parser.add_argument("--kernel", action="append", choices=KERNELS, help="only these kernels (repeatable)")
     parser.add_argument("--dtype", default="fp16", choices=sorted(ITEMSIZE))
     parser.add_argument(
