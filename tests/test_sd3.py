@@ -211,3 +211,17 @@ def test_patched_tiny_sd3_pipeline_matches_fp64() -> None:
     sdkernels.unpatch(pipe)
     assert_matches_reference(patched, unpatched, fp64, what="tiny SD3 pipeline latents")
     assert torch.equal(run_pipeline(pipe, **SHORT_RUN).images, unpatched)
+
+
+def test_tiny_sd3_has_the_sd35_topology() -> None:
+    """What the issue's separate checks build: 3 attention layers (joint, dual attn2, joint), 10 QK RMSNorms,
+    8 LayerNorms, AdaLayerNormZero / SD35AdaLayerNormZeroX / AdaLayerNormContinuous, GELU(tanh) feed-forwards,
+    64-wide heads; the VAE has 16 latent channels."""
+    pipe = make_sd3_pipeline()
+    model, names = pipe.transformer, collections.Counter(type(m).__name__ for m in pipe.transformer.modules())
+    assert names["Attention"] == 3 and names["RMSNorm"] == 10 and names["LayerNorm"] == 8
+    assert names["AdaLayerNormZero"] == 2 and names["SD35AdaLayerNormZeroX"] == 1
+    assert names["AdaLayerNormContinuous"] == 2  # the last block's norm1_context and norm_out
+    assert all(m.approximate == "tanh" for m in model.modules() if isinstance(m, GELU)) and names["GELU"] == 3
+    assert {a.inner_dim // a.heads for a in model.modules() if isinstance(a, Attention)} == {64}
+    assert pipe.vae.config.latent_channels == 16 and pipe.text_encoder_3 is None

@@ -17,12 +17,21 @@ from sdkernels.testing import tiny
 from sdkernels.testing.compare import CAPTION_HEIGHT, side_by_side
 from sdkernels.testing.demo import main as demo_main
 
-TXT2IMG_LIKE = ["sd", "controlnet", "sdxl"]  # their whole call is seeded in fp32 (img2img/inpaint sample the VAE)
+TXT2IMG_LIKE = [
+    "sd",
+    "controlnet",
+    "sdxl",
+    "sd3",
+]  # their whole call is seeded in fp32 (img2img/inpaint sample the VAE)
 
 
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, object]:
     return {name: build() for name, build in tiny.BUILDERS.items()}
+
+
+def _denoiser(pipe) -> torch.nn.Module:
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer  # SD3: a transformer
 
 
 def _image(pipe, steps: int = 2, **kwargs) -> np.ndarray:
@@ -86,7 +95,7 @@ def test_same_seed_same_image_other_seed_other_image(pipes, name: str) -> None:
     rebuilt = tiny.BUILDERS[name](seed=0)
     assert torch.equal(torch.random.get_rng_state(), rng_before), "builders must not consume the global RNG"
     for (key, ours), theirs in zip(
-        pipes[name].unet.state_dict().items(), rebuilt.unet.state_dict().values(), strict=True
+        _denoiser(pipes[name]).state_dict().items(), _denoiser(rebuilt).state_dict().values(), strict=True
     ):
         assert torch.equal(ours, theirs), key
     first = _image(pipes[name], steps=1)
