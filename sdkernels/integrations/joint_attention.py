@@ -187,7 +187,16 @@ def _restore(attn: Attention) -> None:
 
 def _detail(attn: Attention) -> str:
     processor = attn.processor
-    return processor.describe() if isinstance(processor, SdkernelsJointAttnProcessor) else ""
+    if not isinstance(processor, SdkernelsJointAttnProcessor):
+        return ""
+    parts = [processor.describe()] if processor.describe() else []
+    if attn.norm_q is not None:
+        parts.append(
+            "QK norm skipped, as diffusers' fused processor does"
+            if processor.fused
+            else f"QK {type(attn.norm_q).__name__} runs as diffusers modules (not fused into the attention kernel)"
+        )
+    return "; ".join(parts)
 
 
 JOINT_ATTENTION_RULE = PatchRule(
