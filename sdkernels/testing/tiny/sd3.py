@@ -66,7 +66,7 @@ def make_sd3_pipeline(
     seed: int = 0,
     transformer_config: dict[str, Any] | None = None,
 ) -> StableDiffusion3Pipeline:
-    """A tiny CLIP-only SD3.5-style pipeline (transformer 1.1 M parameters, 16-channel VAE), flow-matching Euler."""
+    """A tiny CLIP-only SD3.5-style pipeline (transformer 1.2 M parameters, 16-channel VAE), flow-matching Euler."""
     from sdkernels.testing.tiny.pipelines import _finish
 
     tokenizer = make_tokenizer()
