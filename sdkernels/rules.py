@@ -13,8 +13,9 @@ from typing import Any
 import torch.nn as nn
 
 KINDS = ("group_norm", "attention", "geglu")
-_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: previous instance value or _ABSENT}
+_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: (previous instance value or _ABSENT, bound value)}
 _RULES_APPLIED = "_sdkernels_rules"  # module.__dict__ entry: names of the rules applied to this module
+
 _ABSENT = object()
 
 
@@ -55,13 +56,18 @@ def bind_forward(module: nn.Module, forward: Callable[..., Any]) -> None:
     bind_attribute(module, "forward", types.MethodType(forward, module))
 
 
-def restore_attributes(module: nn.Module) -> None:
-    """Undo `bind_attribute`. A value replaced since (accelerate's offload wrapper around our `forward`) is kept;
-    if that wrapper saved our bound forward as its `_old_forward`, it is pointed back at the pre-patch one."""
-    for name, (previous, bound) in module.__dict__.pop(_SAVED, {}).items():
+def restore_attributes(module: nn.Module, *names: str) -> None:
+    """Undo `bind_attribute` for `names` (all bound attributes when none are given). A value replaced since
+    (accelerate's offload wrapper around our `forward`) is kept; if that wrapper saved our bound forward as its
+    `_old_forward`, it is pointed back at the pre-patch one."""
+    saved = module.__dict__.get(_SAVED, {})
+    for name in names or tuple(saved):
+        if name not in saved:
+            continue
+        previous, bound = saved.pop(name)
         original = previous
         if original is _ABSENT and name == "forward":
-            original = types.MethodType(type(module).forward, module)
+            original = type(module).forward.__get__(module)
         if module.__dict__.get(name, _ABSENT) is bound:
             if previous is _ABSENT:
                 module.__dict__.pop(name, None)
@@ -69,6 +75,8 @@ def restore_attributes(module: nn.Module) -> None:
                 module.__dict__[name] = previous
         elif name == "forward" and module.__dict__.get("_old_forward") is bound:
             module.__dict__["_old_forward"] = original
+    if not saved:
+        module.__dict__.pop(_SAVED, None)
 
 
 def has_hooks(module: nn.Module) -> bool:

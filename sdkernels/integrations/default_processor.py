@@ -16,6 +16,8 @@ from diffusers.models.attention_processor import Attention
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor, _apply
 from sdkernels.rules import PatchRule, bind_attribute, restore_attributes
 
+_METHOD = "set_default_attn_processor"
+
 
 def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
     patched = [
@@ -29,11 +31,9 @@ def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
 
 
 def _apply_wrapper(model: nn.Module) -> str | None:
-    if "set_default_attn_processor" in model.__dict__:
+    if _METHOD in model.__dict__:
         return "set_default_attn_processor is already replaced on this instance"
-    bind_attribute(
-        model, "set_default_attn_processor", types.MethodType(set_default_attn_processor_keeping_kernels, model)
-    )
+    bind_attribute(model, _METHOD, types.MethodType(set_default_attn_processor_keeping_kernels, model))
     return None
 
 
@@ -43,6 +43,6 @@ DEFAULT_PROCESSOR_RULE = PatchRule(
     site="set_default_attn_processor (kept working)",
     matches=lambda m: callable(getattr(type(m), "set_default_attn_processor", None)),
     apply=_apply_wrapper,
-    restore=restore_attributes,
+    restore=lambda m: restore_attributes(m, _METHOD),
     in_report=False,
 )
