@@ -13,10 +13,31 @@ from typing import Any
 import torch.nn as nn
 
 KINDS = ("group_norm", "attention", "geglu")
-_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: (previous instance value or _ABSENT, bound value)}
+_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: (previous instance value or ABSENT, bound value)}
 _RULES_APPLIED = "_sdkernels_rules"  # module.__dict__ entry: names of the rules applied to this module
 
-_ABSENT = object()
+
+class _Absent:
+    """Marks "the instance had no attribute of that name before patching". There is one instance, ABSENT, and it
+    stays the same object through copy.deepcopy and pickle (it pickles as a reference to `sdkernels.rules.ABSENT`),
+    so a copied or loaded patched model restores exactly; a plain `object()` sentinel would be copied into a new
+    object that `is` no longer recognises, and restore would write it in as the attribute."""
+
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+    def __repr__(self) -> str:
+        return "sdkernels.rules.ABSENT"
+
+
+ABSENT = _Absent()
 
 
 @dataclass(frozen=True)
@@ -46,7 +67,7 @@ class PatchRule:
 def bind_attribute(module: nn.Module, name: str, value: Any) -> None:
     """Set an instance attribute, remembering the instance value it shadows (once) for `restore_attributes`."""
     saved = module.__dict__.setdefault(_SAVED, {})
-    previous = saved[name][0] if name in saved else module.__dict__.get(name, _ABSENT)
+    previous = saved[name][0] if name in saved else module.__dict__.get(name, ABSENT)
     saved[name] = (previous, value)
     module.__dict__[name] = value
 
@@ -66,10 +87,10 @@ def restore_attributes(module: nn.Module, *names: str) -> None:
             continue
         previous, bound = saved.pop(name)
         original = previous
-        if original is _ABSENT and name == "forward":
+        if original is ABSENT and name == "forward":
             original = type(module).forward.__get__(module)
-        if module.__dict__.get(name, _ABSENT) is bound:
-            if previous is _ABSENT:
+        if module.__dict__.get(name, ABSENT) is bound:
+            if previous is ABSENT:
                 module.__dict__.pop(name, None)
             else:
                 module.__dict__[name] = previous
