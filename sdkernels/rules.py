@@ -5,7 +5,7 @@ them. This module imports neither, so there is no import circle.
 
 from __future__ import annotations
 
-import types
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,9 +72,19 @@ def bind_attribute(module: nn.Module, name: str, value: Any) -> None:
     module.__dict__[name] = value
 
 
+def bind_method(module: nn.Module, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` bound to `module` the way pickle and copy.deepcopy keep working: a `functools.partial` of a
+    module-level function pickles as (that function by qualified name, the module), while a `types.MethodType` of
+    a free function pickles as `getattr(module, function.__name__)`, which fails on load. torch.compile traces
+    a partial like a bound method, and `inspect.signature` drops the bound `self` the same way."""
+    if "<locals>" in function.__qualname__ or "<lambda>" in function.__qualname__:
+        raise ValueError(f"{function.__qualname__} must be a module-level function to survive pickling")
+    return functools.partial(function, module)
+
+
 def bind_forward(module: nn.Module, forward: Callable[..., Any]) -> None:
-    """Rebind `module.forward` on this instance only (Liger-Kernel's `_bind_method_to_module`)."""
-    bind_attribute(module, "forward", types.MethodType(forward, module))
+    """Rebind `module.forward` on this instance only (Liger-Kernel's `_bind_method_to_module`), picklably."""
+    bind_attribute(module, "forward", bind_method(module, forward))
 
 
 def restore_attributes(module: nn.Module, *names: str) -> None:

@@ -63,6 +63,8 @@ def _torch_save(model: nn.Module) -> nn.Module:
 
 ROUND_TRIPS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "deepcopy": copy.deepcopy,
+    "pickle": _pickle,
+    "torch.save": _torch_save,
 }
 
 
@@ -109,7 +111,7 @@ def cases() -> dict[str, Case]:
 
 # Every round trip on the small UNet and VAE; the tiny SDXL UNet (its text_time conditioning and linear projections,
 # ~3x the small UNet's interpreted cost) through torch.save only.
-COMBINATIONS = [(m, r) for m in ("unet", "vae") for r in ROUND_TRIPS]
+COMBINATIONS = [(m, r) for m in ("unet", "vae") for r in ROUND_TRIPS] + [("sdxl_unet", "torch.save")]
 
 
 @pytest.mark.parametrize(("model_name", "round_trip"), COMBINATIONS)

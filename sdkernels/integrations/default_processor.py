@@ -8,13 +8,11 @@ numerics) through the kernel.
 
 from __future__ import annotations
 
-import types
-
 import torch.nn as nn
 from diffusers.models.attention_processor import Attention
 
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor, _apply
-from sdkernels.rules import PatchRule, bind_attribute, restore_attributes
+from sdkernels.rules import PatchRule, bind_attribute, bind_method, restore_attributes
 
 _METHOD = "set_default_attn_processor"
 
@@ -33,7 +31,7 @@ def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
 def _apply_wrapper(model: nn.Module) -> str | None:
     if _METHOD in model.__dict__:
         return "set_default_attn_processor is already replaced on this instance"
-    bind_attribute(model, _METHOD, types.MethodType(set_default_attn_processor_keeping_kernels, model))
+    bind_attribute(model, _METHOD, bind_method(model, set_default_attn_processor_keeping_kernels))
     return None
 
 
