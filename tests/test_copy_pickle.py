@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.nn as nn
 from diffusers.models.attention_processor import Attention
-from dropin import run_unet, small_unet, small_vae, unet_inputs
-from op_counter import SdkernelsOpCounter
 
 import sdkernels
 from sdkernels.testing.tiny import make_unet, tiny_sdxl_unet_config
 from sdkernels.testing.tiny.components import TEXT_HIDDEN
+from tests.dropin import run_unet, small_unet, small_vae, unet_inputs
+from tests.op_counter import SdkernelsOpCounter
 
 
 def _sdxl_unet() -> nn.Module:
