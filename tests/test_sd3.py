@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import pickle
 
 import pytest
 import torch
@@ -91,6 +92,7 @@ def test_patched_sd3_transformer_matches_fp64_and_unpatches_exactly(dtype: torch
     assert calls == [EXPECTED_TOTAL, *EXPECTED_BLOCKS]
     assert_matches_reference(patched, unpatched, fp64, what=f"patched SD3 transformer {dtype}")
     assert torch.equal(run(copy.deepcopy(model), inputs), patched)
+    assert torch.equal(run(pickle.loads(pickle.dumps(model)), inputs), patched)
 
     assert sdkernels.unpatch(model) == 11
     assert all(processors[name] is p for name, p in model.attn_processors.items())
