@@ -93,7 +93,7 @@ def _census(transformer: torch.nn.Module) -> collections.Counter[tuple[str, int,
     return seen
 
 
-@pytest.mark.parametrize("model", ["sd35m", "sd35l"])  # sd3m is sd35m without attn2 and QK norm
+@pytest.mark.parametrize("model", ["sd35m"])  # sd3m / sd35l: the same code without attn2 (7 s more each)
 def test_sd3_shapes_match_a_meta_forward_of_diffusers(model: str) -> None:
     config = {"sample_size": 128, "joint_attention_dim": 4096, "pooled_projection_dim": 2048, **PUBLISHED[model]}
     with torch.device("meta"):
