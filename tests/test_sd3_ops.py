@@ -71,8 +71,7 @@ def diffusers_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 # (leading dims of x, dim, out): SD3.5 medium 1536 -> 6144 and large 2432 -> 9728 (K real, N sliced for the
-# interpreter),
-# odd K and N (tails), 1-D x
+# interpreter), odd K and N (tails), 1-D x
 GELU_CASES = {
     torch.float32: [((2, 5), 1536, 192), ((3,), 72, 100)],
     torch.float16: [((9,), 1536, 3072), ((2, 3), 40, 200)],
