@@ -15,6 +15,7 @@ import torch.nn as nn
 from diffusers.models.activations import GELU
 from diffusers.models.attention import JointTransformerBlock
 from diffusers.models.attention_processor import Attention, FusedJointAttnProcessor2_0, JointAttnProcessor2_0
+from diffusers.models.normalization import AdaLayerNormZero
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 
@@ -227,3 +228,21 @@ def test_tiny_sd3_has_the_sd35_topology() -> None:
     assert all(m.approximate == "tanh" for m in model.modules() if isinstance(m, GELU)) and names["GELU"] == 3
     assert {a.inner_dim // a.heads for a in model.modules() if isinstance(a, Attention)} == {64}
     assert pipe.vae.config.latent_channels == 16 and pipe.text_encoder_3 is None
+
+
+def test_modulation_falls_back_where_diffusers_broadcasts() -> None:
+    """An emb of batch 1 for x of batch 2 (diffusers broadcasts it) runs the diffusers expression, not the fused op
+    (whose checks would reject it); the same emb expanded to batch 2 runs the fused op."""
+    norm = AdaLayerNormZero(64)
+    x, emb = torch.randn(2, 5, 64), torch.randn(1, 64)
+    with torch.no_grad():
+        expected = norm(x, emb=emb)
+        fp64 = copy.deepcopy(norm).double()(x.double(), emb=emb.double())[0]
+        sdkernels.patch(norm)
+        with SdkernelsOpCounter() as broadcast:
+            got = norm(x, emb=emb)
+        with SdkernelsOpCounter() as expanded:
+            got_expanded = norm(x, emb=emb.expand(2, -1))
+    assert broadcast.counts["ada_layer_norm"] == 0 and expanded.counts["ada_layer_norm"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert_matches_reference(got_expanded[0], expected[0], fp64, what="expanded emb")

@@ -3,7 +3,8 @@
 `linear` called as a module (LoRA-safe), except that `norm(x) · (1 + scale) + shift` is one fused op.
 
 The choice is made per call: the fused op runs when `norm` is a plain, unhooked, non-affine nn.LayerNorm, x is
-(B, L, dim) and the modulation has x's dtype with autocast off; otherwise the diffusers expression runs unchanged.
+(B, L, dim), scale/shift are (B, dim) in x's dtype and autocast is off; otherwise the diffusers expression runs
+unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def modulate(norm: nn.Module, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor
     fused = (
         norm_problem(norm) is None
         and x.dim() == 3
+        and scale.shape == shift.shape == (x.shape[0], x.shape[2])  # else diffusers' broadcasting decides
         and scale.dtype == shift.dtype == x.dtype
         and not torch.is_autocast_enabled(x.device.type)
     )
