@@ -1,6 +1,6 @@
 """Text-to-image with sdkernels: load a Stable Diffusion pipeline, patch it, generate, save, unpatch.
 
-    python examples/txt2img.py /path/to/stable-diffusion-v1-5     # a local diffusers folder: SD 1.x, 2.x or SDXL
+    python examples/txt2img.py /path/to/stable-diffusion-v1-5     # a local diffusers folder: SD 1.x, 2.x, SDXL, SD3(.5)
     python examples/txt2img.py                                      # no path: a tiny random-weight pipeline (offline)
 
 On CUDA the patched ops run the Triton kernels. On CPU they run their PyTorch reference, unless TRITON_INTERPRET=1 is
@@ -39,7 +39,7 @@ def main() -> None:
     size = None if args.model else 64  # the tiny pipeline: 64x64 pixels, a few steps
     steps = args.steps if args.model else 2
 
-    report = sdkernels.patch(pipe)  # every UNet/VAE GroupNorm+SiLU, attention and GEGLU site it can take over
+    report = sdkernels.patch(pipe)  # every UNet/transformer/VAE site it can take over (GroupNorm, attention, ...)
     print(report)  # what was patched, what was left alone and why, which path the ops take
     generator = torch.Generator(pipe.device).manual_seed(0)
     image = pipe(args.prompt, num_inference_steps=steps, height=size, width=size, generator=generator).images[0]
