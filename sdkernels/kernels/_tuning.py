@@ -10,7 +10,8 @@ from typing import Any
 
 import triton
 
-from sdkernels._dispatch import INTERPRET
+from sdkernels._dispatch import INTERPRET, recording
+from sdkernels.kernels._launch import launch
 
 ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
 
@@ -90,12 +91,26 @@ def set_autotune(enabled: bool) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a launch needs besides the runtime arguments: the bare jit function and its constexprs/options."""
+    """Everything a launch needs besides the runtime arguments: the bare jit function and its constexprs/options,
+    and for opt-in autotuning the autotuner and the constexprs the caller chose (the rest are the config's)."""
 
     fn: Any
     constexprs: dict[str, Any]
     num_warps: int
     num_stages: int
+    tuned: Any = None
+    given: dict[str, Any] | None = None
+
+
+def launch_plan(
+    plan: Plan, grid: tuple[int, ...], args: Any, device: Any, tuned_grid: Callable[[dict], tuple] | None = None
+) -> None:
+    """Launch (or record) a plan; with opt-in autotuning on a GPU, hand the call to Triton's autotuner instead,
+    whose `tuned_grid(config)` gives the grid of each candidate."""
+    if tuned_grid is not None and _autotune_enabled and device.type == "cuda" and not recording():
+        plan.tuned[tuned_grid](*args, **plan.given)
+        return
+    launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, device)
 
 
 def first_config_plan(tuned: Any, named_args: dict[str, Any], constexprs: dict[str, Any]) -> Plan:
@@ -110,4 +125,4 @@ def first_config_plan(tuned: Any, named_args: dict[str, Any], constexprs: dict[s
         for name, heuristic in inner.values.items():
             values[name] = heuristic({**args, **values})
         inner = inner.fn
-    return Plan(jit_fn(tuned), values, config.num_warps, config.num_stages)
+    return Plan(jit_fn(tuned), values, config.num_warps, config.num_stages, tuned, dict(constexprs))

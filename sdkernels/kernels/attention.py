@@ -17,8 +17,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
-from sdkernels.kernels._launch import launch
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 from sdkernels.kernels.arch import arch_of
 from sdkernels.kernels.attention_configs import (
     DV_SPLIT_CONFIGS,
@@ -344,6 +343,9 @@ def _plan(
     return plan
 
 
+_calls: dict[tuple, tuple[Plan, tuple[int, int, int], tuple]] = {}
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, attn_bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -353,31 +355,65 @@ def attention(
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     batch, heads, lq, head_dim = q.shape
-    lk = k.shape[2]
     out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
     if batch * heads * lq * head_dim == 0:
         return out
+    # Everything but the pointers follows from the call's signature: cached per signature.
+    key = (
+        q.shape,
+        q.stride(),
+        k.shape,
+        k.stride(),
+        v.stride(),
+        q.dtype,
+        None if attn_bias is None else (attn_bias.shape, attn_bias.stride()),
+        scale,
+        arch_of(q.device),
+    )
+    call = _calls.get(key)
+    if call is None:
+        call = _calls[key] = _prepare(q, k, v, out, scale, attn_bias)
+    plan, grid, ints = call
+    # (q stands in for a missing bias pointer; never read). A bias is passed as its broadcast view: stride 0 on
+    # broadcast dims, the strides the kernel reads it with.
+    bias = q if attn_bias is None else attn_bias.expand(batch, heads, lq, k.shape[2])
+    launch_plan(plan, grid, (q, k, v, bias, out, *ints), q.device, _tuned_grid(lq, head_dim, heads, batch))
+    return out
+
+
+def _tuned_grid(lq: int, head_dim: int, heads: int, batch: int):
+    def grid(meta: dict) -> tuple[int, int, int]:
+        chunks = -(-head_dim // meta["DV_CHUNK"]) if "DV_CHUNK" in meta else 1
+        return (-(-lq // meta["BLOCK_M"]) * chunks, heads, batch)
+
+    return grid
+
+
+def _prepare(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    scale: float,
+    attn_bias: torch.Tensor | None,
+) -> tuple[Plan, tuple[int, int, int], tuple]:
+    """(plan, grid, integer arguments) of a call signature."""
+    batch, heads, lq, head_dim = q.shape
+    lk = k.shape[2]
     bias = None if attn_bias is None else attn_bias.expand(batch, heads, lq, lk)  # broadcast dims get stride 0
     bias_strides = (0, 0, 0, 0) if bias is None else bias.stride()
     qkvo_strides = [*_outer_strides(q), *_outer_strides(k), *_outer_strides(v), *_outer_strides(out)]
-    unit = 8
-    for s in qkvo_strides:
-        if s % 8:
-            unit = 1
-            break
-    if unit == 8:
-        qkvo_strides = [s // 8 for s in qkvo_strides]
-    tensors = (q, k, v, q if bias is None else bias, out)  # (q stands in for a missing bias pointer; never read)
+    unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
+    qkvo_strides = [s // unit for s in qkvo_strides]
     ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], lq, lk, scale * _LOG2E)
+    tensors = (q, k, v, q if bias is None else bias, out)
     kind = "none" if bias is None else bias_kind(bias)
     plan = _plan(q, head_dim, kind, lk, unit, tensors, ints, arch_of(q.device))
     block_m = plan.constexprs["BLOCK_M"]
-    programs_m = (lq + block_m - 1) // block_m
+    programs_m = -(-lq // block_m)
     if "DV_CHUNK" in plan.constexprs:
-        programs_m *= (head_dim + plan.constexprs["DV_CHUNK"] - 1) // plan.constexprs["DV_CHUNK"]
-    grid = (programs_m, heads, batch)
-    launch(plan.fn, grid, (*tensors, *ints), plan.constexprs, plan.num_warps, plan.num_stages, q.device)
-    return out
+        programs_m *= -(-head_dim // plan.constexprs["DV_CHUNK"])
+    return plan, (programs_m, heads, batch), ints
 
 
 def aot_specs() -> list[AotSpec]:

@@ -14,8 +14,7 @@ import triton.language as tl
 
 from sdkernels._dispatch import poison
 from sdkernels.kernels import arch
-from sdkernels.kernels._launch import launch
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 from sdkernels.kernels.gelu_gate import rows_view
 
 Tensor = torch.Tensor
@@ -169,7 +168,7 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         weight.stride(1),
         out2.stride(0),
     )
-    launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, x.device)
+    launch_plan(plan, grid, args, x.device, lambda m: (-(-tokens // m["BLOCK_M"]) * -(-inner // m["BLOCK_N"]),))
     return out
 
 

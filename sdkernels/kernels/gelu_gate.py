@@ -14,8 +14,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._launch import launch
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 
 Tensor = torch.Tensor
 
@@ -89,7 +88,7 @@ def gelu_gate(h: Tensor) -> Tensor:
     block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
     grid = ((rows + block_m - 1) // block_m, (inner + block_n - 1) // block_n)
     args = (h2, out2, rows, inner, h2.stride(0), out2.stride(0))
-    launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, h.device)
+    launch_plan(plan, grid, args, h.device, lambda m: (-(-rows // m["BLOCK_M"]), -(-inner // m["BLOCK_N"])))
     return out
 
 

@@ -24,8 +24,8 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._launch import launch, runtime_arg_names
-from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, jit_fn
+from sdkernels.kernels._launch import runtime_arg_names
+from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, jit_fn, launch_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
 from sdkernels.kernels.group_norm_kernels import (
     TILE_CONFIGS,
@@ -157,8 +157,14 @@ def group_norm_silu(
     )
     for plan, grid, template in launches.steps:
         args = [tensors[a] if type(a) is _Slot else a for a in template]
-        launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, x.device)
+        launch_plan(plan, grid, args, x.device, _tuned_grid(plan, grid, x.shape[0], num_groups))
     return out
+
+
+def _tuned_grid(plan: Plan, grid: tuple[int, ...], batch: int, groups: int):
+    if "GROUPS_PER_PROGRAM" not in plan.constexprs:
+        return lambda meta: grid  # the split kernels' grid does not depend on the config
+    return lambda meta: (batch * _cdiv(groups, meta["GROUPS_PER_PROGRAM"]),)
 
 
 _MISSING: Any = object()
@@ -256,7 +262,7 @@ def _general(
     tensors = (x, target, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
     for plan, grid, template in launches.steps:
         args = [(*tensors, partials)[a] if type(a) is _Slot else a for a in template]
-        launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, x.device)
+        launch_plan(plan, grid, args, x.device)
     if target is not out:
         out.copy_(target)
     return out
