@@ -5,15 +5,23 @@ from __future__ import annotations
 import torch
 
 from sdkernels import reference
-from sdkernels.ops._common import Tensor, check, check_same_device, kernel_ok, register_reference_backward, run_directly
+from sdkernels.ops._common import (
+    Tensor,
+    check,
+    check_float_tensors,
+    check_same_device,
+    kernel_ok,
+    register_reference_backward,
+    run_directly,
+)
 
 
 def _check_group_norm(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, add: Tensor | None
 ) -> None:
     op = "group_norm_silu"
+    check_float_tensors(op, x=x, weight=weight, bias=bias, add=add)
     check(x.dim() >= 2, op, lambda: f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
-    check(x.is_floating_point(), op, lambda: f"x must be a float tensor, got {x.dtype}")
     channels = x.shape[1]
     check(
         num_groups > 0 and channels % num_groups == 0,
@@ -24,7 +32,7 @@ def _check_group_norm(
         check(
             p is None or tuple(p.shape) == (channels,),
             op,
-            lambda name=name, p=p: f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
+            lambda: f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
         )
     check(
         add is None or tuple(add.shape) == (x.shape[0], channels),
