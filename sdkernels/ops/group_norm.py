@@ -32,7 +32,7 @@ def _check_group_norm(
         check(
             p is None or tuple(p.shape) == (channels,),
             op,
-            lambda: f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
+            lambda name=name, p=p: f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
         )
     check(
         add is None or tuple(add.shape) == (x.shape[0], channels),
