@@ -25,10 +25,9 @@ import torch
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
 from sdkernels.kernels._launch import runtime_arg_names
-from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, jit_fn, launch_plan
+from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, launch_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
 from sdkernels.kernels.group_norm_kernels import (
-    TILE_CONFIGS,
     group_norm_apply_kernel,
     group_norm_fused_kernel,
     group_norm_partials_kernel,
@@ -269,91 +268,48 @@ def _general(
 
 
 # ---------------------------------------------------------------------------------------------- AOT compile specs
+# Representative SD shapes per layout, chosen to reach every kernel variant a default run compiles: NCHW's fused
+# loop over long rows (32x32 latents and up) and short rows (8x8), and the split kernels (VAE decoder at 256x256);
+# channels_last's one-tile (one and several groups per program), loop and split paths.
+AOT_SHAPES = {
+    "nchw": [(2, 1280, 32, 32), (2, 1280, 8, 8), (1, 128, 256, 256)],
+    "channels_last": [(2, 1280, 8, 8), (2, 320, 8, 8), (2, 320, 24, 24), (1, 128, 256, 256)],
+}
+
+
 def aot_specs() -> list[AotSpec]:
-    """Every shipped config: the three kernels (the fused one as one group per tile, several groups per tile and its
-    loop) x TILE_CONFIGS x fp16/bf16/fp32 x NCHW/channels_last (they compile differently: the JIT specialises the
-    unit stride, and the add's), at representative SD shapes (UNet CPG 40 and 10, VAE decoder CPG 4; several groups
-    per tile: UNet CPG 10 at 8x8, and all 32 groups of CPG 4), weight, bias, add, SiLU on."""
-    full = {"HAS_WEIGHT": True, "HAS_BIAS": True, "HAS_ADD": True, "SILU": True}
-    specs = []
-    for element, channels_last, config in itertools.product(("fp16", "bf16", "fp32"), (False, True), TILE_CONFIGS):
-        tile = config.kwargs["TILE"]
-        split_tile = {"CPG": 4, "BLOCK_C": 4, "BLOCK_S": min(tile // 4, CHUNK_ALIGN)}
-        unit = {"stride_ac", "stride_xc", "stride_oc"} if channels_last else {"stride_ac", "stride_xs", "stride_os"}
-        one_group = {"ONE_TILE": True, "MAX_GROUPS_PER_PROGRAM": 1, "GROUPS_PER_PROGRAM": 1}
-        for kernel, variant, constexprs in (
-            (
-                group_norm_fused_kernel,
-                "fused one tile",
-                {**full, **one_group, "CPG": 40, "BLOCK_C": 64, "BLOCK_S": tile // 64},
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused groups",
-                {
-                    **full,
-                    "CPG": 10,
-                    "BLOCK_C": 16,
-                    "BLOCK_S": 64,
-                    "ONE_TILE": True,
-                    "MAX_GROUPS_PER_PROGRAM": tile // 1024,
-                    "GROUPS_PER_PROGRAM": tile // 1024,
-                },
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused all groups",
-                {
-                    **full,
-                    "CPG": 4,
-                    "BLOCK_C": 4,
-                    "BLOCK_S": tile // 128,
-                    "ONE_TILE": True,
-                    "MAX_GROUPS_PER_PROGRAM": 32,
-                    "GROUPS_PER_PROGRAM": 32,
-                },
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused loop",
-                {
-                    **full,
-                    "CPG": 10,
-                    "BLOCK_C": 16,
-                    "BLOCK_S": tile // 16,
-                    "ONE_TILE": False,
-                    "MAX_GROUPS_PER_PROGRAM": 1,
-                    "GROUPS_PER_PROGRAM": 1,
-                },
-            ),
-            (group_norm_partials_kernel, "split partials", {**split_tile, "HAS_ADD": True}),
-            (group_norm_apply_kernel, "split apply", {**full, **split_tile, "BLOCK_SPLIT": 32}),
-        ):
-            fn = jit_fn(kernel)
-            signature = {
-                p.name: "fp32"
-                if p.name == "eps"
-                else "*fp32"
-                if p.name == "partials_ptr"
-                else f"*{element}"
-                if p.name.endswith("_ptr")
-                else "i32"
-                for p in fn.params
-                if not p.is_constexpr
-            }
+    """Every kernel variant the launcher ships by default, as the launch recorder sees it on sm_90 at SD shapes
+    (AOT_SHAPES) in fp16/bf16/fp32, weight, bias, add and SiLU on: signature, JIT specialisation, constexprs and
+    launch options exactly as launched. (Opt-in autotuning may also try the other TILE_CONFIGS on channels_last.)"""
+    from sdkernels.kernels._launch import LaunchRecorder
+
+    specs: list[AotSpec] = []
+    for dtype, layout in itertools.product((torch.float16, torch.bfloat16, torch.float32), AOT_SHAPES):
+        with LaunchRecorder(arch=90) as recorder:
+            for shape in AOT_SHAPES[layout]:
+                memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                x = torch.empty(shape, dtype=dtype, device="meta", memory_format=memory_format)
+                weight = torch.empty(shape[1], dtype=dtype, device="meta")
+                add = torch.empty(shape[:2], dtype=dtype, device="meta")
+                group_norm_silu(x, 32, weight, weight, 1e-5, True, add)
+        for launch in recorder.compiles():
+            tiles = launch.constexprs
+            variant = f"{launch.kernel.rsplit('.', 1)[-1]} {layout} {str(dtype)[6:]} tile{tiles['TILE']} "
+            variant += f"{tiles['BLOCK_C']}x{tiles['BLOCK_S']}"
+            if tiles.get("ONE_TILE"):
+                variant += f" one-tile x{tiles['GROUPS_PER_PROGRAM']}"
             specs.append(
                 AotSpec(
                     kernel="group_norm_silu",
-                    fn=fn,
-                    signature=signature,
-                    constexprs={k: v for k, v in {**constexprs, **config.kwargs}.items() if k != "CPG"},
-                    variant=f"{variant} {element} {'channels_last' if channels_last else 'nchw'} tile{tile} "
-                    f"w{config.num_warps}",
-                    num_warps=config.num_warps,
-                    num_stages=config.num_stages,
+                    variant=variant,
+                    fn=launch.fn,
+                    signature={n: "i32" if n in launch.equal_to_1 else t for n, t in launch.signature.items()},
+                    constexprs=dict(launch.constexprs),
+                    num_warps=launch.num_warps,
+                    num_stages=launch.num_stages,
                     uses_dot=False,
-                    divisible_by_16=tuple(n for n in signature if n not in unit and n not in ("eps", "CPG")),
-                    equal_to_1=tuple(sorted(unit & signature.keys())),
+                    divisible_by_16=launch.divisible_by_16,
+                    equal_to_1=launch.equal_to_1,
                 )
             )
     return specs
