@@ -135,6 +135,8 @@ def group_norm_silu(
         eps,
         silu,
         recorded_arch(),
+        # the policy knobs (tests pin them): a changed policy must not reuse a plan made under another
+        (FORCE_SPLIT, FORCE_GROUPS_PER_PROGRAM, MIN_ELEMENTS_PER_PROGRAM, CHUNK_ALIGN, DEFAULT_SM_COUNT),
     )
     launches = _cache.get(key, _MISSING)
     if launches is _MISSING:
