@@ -65,10 +65,17 @@ def patch(
     geglu: bool = True,
     ada_layer_norm: bool = True,
     linear_gelu: bool = True,
+    autotune: bool | None = None,
 ) -> PatchReport:
     """Swap sdkernels' fused kernels into every matching site of `target` (a DiffusionPipeline: all its nn.Module
-    components, e.g. unet, vae, controlnet; or any nn.Module). Returns a PatchReport. Patching twice changes nothing
-    the second time."""
+    components, e.g. unet, transformer, vae, controlnet; or any nn.Module). Returns a PatchReport. Patching twice
+    changes nothing the second time. `autotune=True` opts in to benchmarking every candidate config once per shape
+    (timings cached on disk by Triton; same as SDKERNELS_AUTOTUNE=1); by default each shape class runs its table's
+    one config."""
+    if autotune is not None:
+        from sdkernels.kernels._tuning import set_autotune
+
+        set_autotune(autotune)
     selection = {"group_norm": group_norm, "attention": attention, "geglu": geglu}
     rules = _selected_rules(selection | {"ada_layer_norm": ada_layer_norm, "linear_gelu": linear_gelu})
     report = PatchReport()
