@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
+from sdkernels.kernels._launch import launch
 from sdkernels.kernels._tuning import AotSpec, jit_fn
 
 Tensor = torch.Tensor
@@ -83,23 +84,10 @@ def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tenso
     if x.stride(2) != 1:
         x = x.contiguous()
     block_m, block_d, warps, row_blocks = launch_config(dim)
-    _ada_layer_norm_kernel[(triton.cdiv(seq_len, block_m * row_blocks), batch)](
-        x,
-        scale,
-        shift,
-        out,
-        seq_len,
-        dim,
-        x.stride(0),
-        x.stride(1),
-        scale.stride(0),
-        shift.stride(0),
-        eps,
-        BLOCK_M=block_m,
-        BLOCK_D=block_d,
-        ROW_BLOCKS=row_blocks,
-        num_warps=warps,
-    )
+    grid = (triton.cdiv(seq_len, block_m * row_blocks), batch)
+    args = (x, scale, shift, out, seq_len, dim, x.stride(0), x.stride(1), scale.stride(0), shift.stride(0), eps)
+    constexprs = {"BLOCK_M": block_m, "BLOCK_D": block_d, "ROW_BLOCKS": row_blocks}
+    launch(_ada_layer_norm_kernel, grid, args, constexprs, warps, 1, x.device)  # one config per width: no tuning
     return out
 
 

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
-from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels import arch
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 from sdkernels.kernels.gelu_gate import rows_view
 
 Tensor = torch.Tensor
@@ -122,13 +123,19 @@ def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str
     out2 = out.view(tokens, out_features)
     if bias is not None and bias.stride(0) != 1:
         bias = bias.contiguous()
-    fp32 = x.dtype == torch.float32
-    kernel = _linear_gelu_fp32 if fp32 else _linear_gelu_low_precision
-
-    def grid(meta: dict) -> tuple[int]:
-        return (triton.cdiv(tokens, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
-
-    kernel[grid](
+    key = (arch.arch_of(x.device), x.dtype, bias is not None, approximate)
+    plan = _plans.get(key)
+    if plan is None:  # the table's first config for this arch/dtype (autotuning is opt-in: see _tuning)
+        fp32 = x.dtype == torch.float32
+        named = {"x_ptr": x2, "M": tokens, "N": out_features, "K": dim}
+        constexprs = {"HAS_BIAS": bias is not None, "TANH": approximate == "tanh"}
+        constexprs["DOT_PRECISION"] = "ieee" if fp32 else "tf32"
+        plan = _plans[key] = first_config_plan(
+            _linear_gelu_fp32 if fp32 else _linear_gelu_low_precision, named, constexprs
+        )
+    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
+    grid = (triton.cdiv(tokens, block_m) * triton.cdiv(out_features, block_n),)
+    args = (
         x2,
         weight,
         weight if bias is None else bias,
@@ -140,11 +147,13 @@ def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str
         weight.stride(0),
         weight.stride(1),
         out2.stride(0),
-        HAS_BIAS=bias is not None,
-        TANH=approximate == "tanh",
-        DOT_PRECISION="ieee" if fp32 else "tf32",
     )
+    tuned_grid = lambda m: (triton.cdiv(tokens, m["BLOCK_M"]) * triton.cdiv(out_features, m["BLOCK_N"]),)  # noqa: E731
+    launch_plan(plan, grid, args, x.device, tuned_grid)
     return out
+
+
+_plans: dict[tuple, Plan] = {}
 
 
 def aot_specs() -> list[AotSpec]:
