@@ -81,3 +81,11 @@ def test_one_place_knows_the_architectures() -> None:
     assert [arch.kind(a) for a in (80, 86, 89, 90, 120)] == ["sm80", "small", "small", "sm90", "small"]
     with LaunchRecorder(arch=86):
         assert attention_configs.arch_kind(torch.device("cuda")) == "small"
+
+
+def test_sd35_medium_budget() -> None:
+    """SD3.5 medium 1024² (joint attention, AdaLN, feed-forward GEMM, 16-channel VAE) within the SDXL-sized budget;
+    a batch size change compiles nothing new."""
+    base = _keys("sd35m", 1024, 1024)
+    assert len(base) <= coldstart.BUDGETS[("sd35m", 1024, 1024)], len(base)
+    assert not _keys("sd35m", 1024, 1024, 2) - base

@@ -43,29 +43,6 @@ def test_linear_gelu_bytes(rows: int, dim: int, out_features: int) -> None:
     assert measured == traffic_sd3.linear_gelu_traffic(shape, "fp16").ours
 
 
-# transformer/config.json of the three published checkpoints (the fields that shape the ops)
-PUBLISHED = {
-    "sd3m": {"num_layers": 24, "attention_head_dim": 64, "num_attention_heads": 24, "caption_projection_dim": 1536},
-    "sd35m": {
-        "num_layers": 24,
-        "attention_head_dim": 64,
-        "num_attention_heads": 24,
-        "caption_projection_dim": 1536,
-        "dual_attention_layers": tuple(range(13)),
-        "qk_norm": "rms_norm",
-        "pos_embed_max_size": 384,
-    },
-    "sd35l": {
-        "num_layers": 38,
-        "attention_head_dim": 64,
-        "num_attention_heads": 38,
-        "caption_projection_dim": 2432,
-        "qk_norm": "rms_norm",
-        "pos_embed_max_size": 192,
-    },
-}
-
-
 def _census(transformer: torch.nn.Module) -> collections.Counter[tuple[str, int, int]]:
     """(op, tokens per sample, width or heads) -> calls, from hooks on the modules sdkernels patches."""
     seen: collections.Counter[tuple[str, int, int]] = collections.Counter()
@@ -95,9 +72,8 @@ def _census(transformer: torch.nn.Module) -> collections.Counter[tuple[str, int,
 
 @pytest.mark.parametrize("model", ["sd35m"])  # sd3m / sd35l: the same code without attn2 (7 s more each)
 def test_sd3_shapes_match_a_meta_forward_of_diffusers(model: str) -> None:
-    config = {"sample_size": 128, "joint_attention_dim": 4096, "pooled_projection_dim": 2048, **PUBLISHED[model]}
     with torch.device("meta"):
-        transformer = SD3Transformer2DModel(**config)
+        transformer = SD3Transformer2DModel(**sd3_shapes.SD3_TRANSFORMER_CONFIGS[model])
         seen = _census(transformer)
         batch, text = sd3_shapes.CFG_BATCH, sd3_shapes.TEXT_TOKENS
         with torch.no_grad():

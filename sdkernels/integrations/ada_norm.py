@@ -37,7 +37,7 @@ def modulate(norm: nn.Module, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor
         and x.dim() == 3
         and scale.shape == shift.shape == (x.shape[0], x.shape[2])  # else diffusers' broadcasting decides
         and scale.dtype == shift.dtype == x.dtype
-        and not torch.is_autocast_enabled(x.device.type)
+        and not (x.device.type != "meta" and torch.is_autocast_enabled(x.device.type))  # meta: no autocast
     )
     if fused:
         return ops.ada_layer_norm(x, scale, shift, norm.eps)

@@ -22,9 +22,10 @@ from sdkernels.replay import record_generation
 from sdkernels.tools.sd_shapes import UNET_CONFIGS, VAE_CONFIGS
 
 MODELS = {"sd15": "sd15", "sd2": "sd21", "sdxl": "sdxl"}
+SD3_MODELS = ("sd3m", "sd35m", "sd35l")  # transformer pipelines: sdkernels.tools.coldstart_sd3
 ARCHS = (80, 86, 89, 90)
 # The budgets CI holds the default path to (distinct compiles on sm_90, fp16 pipeline).
-BUDGETS = {("sd15", 512, 512): 24, ("sdxl", 1024, 1024): 30}
+BUDGETS = {("sd15", 512, 512): 24, ("sdxl", 1024, 1024): 30, ("sd35m", 1024, 1024): 30}
 
 _models: dict[str, tuple[Any, Any]] = {}
 
@@ -50,6 +51,10 @@ def generation_compiles(
     keep_compile_args: bool = False,
 ) -> list[Launch]:
     """The distinct compiles of one `model` generation (first launch of each, in order of first use)."""
+    if model in SD3_MODELS:
+        from sdkernels.tools.coldstart_sd3 import sd3_generation_compiles
+
+        return sd3_generation_compiles(model, height, width, batch_size, arch, dtype, keep_compile_args)
     unet, vae = meta_models(model)
     recorder = record_generation(
         unet,
@@ -77,7 +82,7 @@ def describe(launch: Launch) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdkernels coldstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="sd15")
+    parser.add_argument("--model", choices=sorted([*MODELS, *SD3_MODELS]), default="sd15")
     parser.add_argument("--height", type=int, default=None, help="default: the model's native size")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--batch", type=int, default=1, help="images per prompt batch (the UNet runs at 2x)")
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-compiles", type=int, default=None, help="exit 1 when the count exceeds this")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every compile")
     args = parser.parse_args(argv)
-    native = {"sd15": 512, "sd2": 768, "sdxl": 1024}[args.model]
+    native = {"sd15": 512, "sd2": 768, "sdxl": 1024}.get(args.model, 1024)
     height, width = args.height or native, args.width or native
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 

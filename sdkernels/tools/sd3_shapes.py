@@ -71,3 +71,44 @@ def sd3_shapes(model: str, image_size: int = 1024, text_tokens: int = TEXT_TOKEN
     if dual:
         shapes.insert(1, SD3OpShape(model, "attention", f"attn2 L={image}", b, image, HEAD_DIM, config.heads, dual))
     return shapes
+
+
+# transformer/config.json of the published checkpoints (the fields that shape the ops), and their shared VAE: SDXL's
+# layout with 16 latent channels and no quant convs (vae/config.json of the SD3 / SD3.5 repositories).
+_SD3_COMMON = {"sample_size": 128, "joint_attention_dim": 4096, "pooled_projection_dim": 2048, "attention_head_dim": 64}
+SD3_TRANSFORMER_CONFIGS: dict[str, dict] = {
+    "sd3m": {**_SD3_COMMON, "num_layers": 24, "num_attention_heads": 24, "caption_projection_dim": 1536},
+    "sd35m": {
+        **_SD3_COMMON,
+        "num_layers": 24,
+        "num_attention_heads": 24,
+        "caption_projection_dim": 1536,
+        "dual_attention_layers": tuple(range(13)),
+        "qk_norm": "rms_norm",
+        "pos_embed_max_size": 384,
+    },
+    "sd35l": {
+        **_SD3_COMMON,
+        "num_layers": 38,
+        "num_attention_heads": 38,
+        "caption_projection_dim": 2432,
+        "qk_norm": "rms_norm",
+        "pos_embed_max_size": 192,
+    },
+}
+SD3_VAE_CONFIG: dict = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 16,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "sample_size": 1024,
+    "scaling_factor": 1.5305,
+    "shift_factor": 0.0609,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
