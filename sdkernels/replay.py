@@ -87,3 +87,41 @@ def record_generation(
             with recorder:
                 twin.decode(latents)
     return recorder
+
+
+def record_sd3_generation(
+    transformer: nn.Module,
+    vae: nn.Module | None,
+    *,
+    height: int,
+    width: int,
+    batch_size: int = 1,
+    guidance: bool = True,
+    dtype: torch.dtype = torch.float16,
+    arch: int = 90,
+    text_len: int = 77 + 256,
+    keep_compile_args: bool = False,
+) -> LaunchRecorder:
+    """`record_generation` for SD3 / SD3.5 pipelines: one SD3Transformer2DModel step (image tokens + `text_len` text
+    tokens: CLIP's 77 + max_sequence_length) at the guidance batch, then the VAE decode in the pipeline's dtype."""
+    from sdkernels.patch import patch
+
+    recorder = LaunchRecorder(arch, keep_compile_args=keep_compile_args)
+    batch, meta = batch_size * (2 if guidance else 1), {"dtype": dtype, "device": "meta"}
+    with torch.no_grad():
+        twin = meta_twin(transformer, dtype)
+        patch(twin)
+        config = twin.config
+        with recorder:
+            twin(
+                hidden_states=torch.empty(batch, config.in_channels, height // 8, width // 8, **meta),
+                encoder_hidden_states=torch.empty(batch, text_len, config.joint_attention_dim, **meta),
+                pooled_projections=torch.empty(batch, config.pooled_projection_dim, **meta),
+                timestep=torch.empty(batch, **meta),
+            )
+        if vae is not None:
+            decoder = meta_twin(vae, dtype)
+            patch(decoder)
+            with recorder:
+                decoder.decode(torch.empty(batch_size, vae.config.latent_channels, height // 8, width // 8, **meta))
+    return recorder

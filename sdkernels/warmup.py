@@ -136,29 +136,47 @@ def warmup(
     start = time.perf_counter()
     if autotune:
         set_autotune(True)
-    unet, vae = _model(pipe, "unet"), _model(pipe, "vae")
-    reference = unet if unet is not None else vae
+    unet, vae, transformer = _model(pipe, "unet"), _model(pipe, "vae"), _model(pipe, "transformer")
+    if unet is None and type(transformer).__name__ != "SD3Transformer2DModel":
+        transformer = None  # other transformer pipelines have no replay here: their VAE only
+    reference = next((m for m in (unet, transformer, vae) if m is not None), None)
     if reference is None:
-        raise TypeError("sdkernels.warmup expects a diffusers pipeline with a unet and/or vae")
+        raise TypeError("sdkernels.warmup expects a diffusers pipeline with a unet or SD3 transformer and/or vae")
     parameter = next(reference.parameters())
     if arch is None:
         if parameter.device.type != "cuda":
             raise ValueError("sdkernels.warmup: the pipeline is not on a GPU; pass arch= (80, 86, 89, 90) to compile")
         arch = arch_info.arch_of(parameter.device)
     scale = getattr(pipe, "vae_scale_factor", 8)
-    native = unet.config.sample_size * scale if unet is not None else 512
-    recorder = record_generation(
-        unet,
-        vae,
-        height=height or native,
-        width=width or native,
-        batch_size=batch_size,
-        guidance=guidance,
-        dtype=parameter.dtype,
-        arch=arch,
-        upcast_vae=hasattr(pipe, "upcast_vae"),  # SDXL pipelines decode a force_upcast VAE in fp32
-        keep_compile_args=True,
-    )
+    denoiser = unet if unet is not None else transformer
+    native = denoiser.config.sample_size * scale if denoiser is not None else 512
+    if transformer is not None:
+        from sdkernels.replay import record_sd3_generation
+
+        recorder = record_sd3_generation(
+            transformer,
+            vae,
+            height=height or native,
+            width=width or native,
+            batch_size=batch_size,
+            guidance=guidance,
+            dtype=parameter.dtype,
+            arch=arch,
+            keep_compile_args=True,
+        )
+    else:
+        recorder = record_generation(
+            unet,
+            vae,
+            height=height or native,
+            width=width or native,
+            batch_size=batch_size,
+            guidance=guidance,
+            dtype=parameter.dtype,
+            arch=arch,
+            upcast_vae=hasattr(pipe, "upcast_vae"),  # SDXL pipelines decode a force_upcast VAE in fp32
+            keep_compile_args=True,
+        )
     compiles = recorder.compiles()
     if parameter.device.type == "cuda":
         with torch.cuda.device(parameter.device):

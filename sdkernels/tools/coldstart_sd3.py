@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sdkernels.kernels._launch import Launch, LaunchRecorder
+from sdkernels.kernels._launch import Launch
 from sdkernels.tools.sd3_shapes import SD3_TRANSFORMER_CONFIGS, SD3_VAE_CONFIG, TEXT_TOKENS
 
 NATIVE = 1024
@@ -35,33 +35,18 @@ def sd3_generation_compiles(
     dtype: torch.dtype = torch.float16,
     keep_compile_args: bool = False,
 ) -> list[Launch]:
-    from sdkernels.patch import patch
-    from sdkernels.replay import meta_twin
+    from sdkernels.replay import record_sd3_generation
 
     transformer, vae = meta_sd3_models(model)
-    recorder = LaunchRecorder(arch, keep_compile_args=keep_compile_args)
-    batch = 2 * batch_size  # classifier-free guidance
-    config = transformer.config
-    with torch.no_grad():
-        twin = meta_twin(transformer, dtype)
-        patch(twin)
-        inputs = {
-            "hidden_states": torch.empty(
-                batch, config.in_channels, height // 8, width // 8, dtype=dtype, device="meta"
-            ),
-            "encoder_hidden_states": torch.empty(
-                batch, TEXT_TOKENS, config.joint_attention_dim, dtype=dtype, device="meta"
-            ),
-            "pooled_projections": torch.empty(batch, config.pooled_projection_dim, dtype=dtype, device="meta"),
-            "timestep": torch.empty(batch, dtype=dtype, device="meta"),
-        }
-        with recorder:
-            twin(**inputs)
-        decoder = meta_twin(vae, dtype)
-        patch(decoder)
-        latents = torch.empty(
-            batch_size, vae.config.latent_channels, height // 8, width // 8, dtype=dtype, device="meta"
-        )
-        with recorder:
-            decoder.decode(latents)
+    recorder = record_sd3_generation(
+        transformer,
+        vae,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        dtype=dtype,
+        arch=arch,
+        text_len=TEXT_TOKENS,
+        keep_compile_args=keep_compile_args,
+    )
     return recorder.compiles()
