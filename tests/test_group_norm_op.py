@@ -366,7 +366,19 @@ def test_aot_specs_bind_every_argument() -> None:
         hinted = spec["divisible_by_16"] + spec["equal_to_1"]
         assert all(signature[name][0] == "*" or signature[name] in ("i32", "i64") for name in hinted), variant
         assert not set(spec["divisible_by_16"]) & set(spec["equal_to_1"]), variant
-    for form in ("fused one tile", "fused groups", "fused all groups", "fused loop", "split partials", "split apply"):
-        for dtype in ("fp16", "bf16", "fp32"):
-            for layout in ("nchw", "channels_last"):
-                assert any(s["variant"].startswith(f"{form} {dtype} {layout} ") for s in specs), (form, dtype, layout)
+    # What a default run launches (recorded at SD shapes): NCHW's fixed long-row and short-row tiles and the split
+    # kernels; channels_last's one-tile and loop forms and the split kernels; in every dtype.
+    forms = [
+        ("group_norm_fused_kernel", "nchw", "4x2048"),
+        ("group_norm_fused_kernel", "nchw", "32x256"),
+        ("group_norm_partials_kernel", "nchw", ""),
+        ("group_norm_apply_kernel", "nchw", ""),
+        ("group_norm_fused_kernel", "channels_last", "one-tile"),
+        ("group_norm_partials_kernel", "channels_last", ""),
+        ("group_norm_apply_kernel", "channels_last", ""),
+    ]
+    for kernel, layout, detail in forms:
+        for dtype in ("float16", "bfloat16", "float32"):
+            assert any(
+                s["variant"].startswith(f"{kernel} {layout} {dtype} ") and detail in s["variant"] for s in specs
+            ), (kernel, layout, dtype, detail)
