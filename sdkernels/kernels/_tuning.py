@@ -37,6 +37,8 @@ class AotSpec:
     integer arguments listed in `divisible_by_16` get the divisibility hint the JIT would give them on a GPU;
     `equal_to_1` lists integer arguments the JIT would specialise as 1 (unit strides).
     `uses_dot` says the kernel is a matrix kernel that must use tensor cores (HMMA on sm_80, HGMMA on sm_90).
+    `notes["inner_trips"]`: how often a loop nested in the main loop runs per main-loop iteration (for the SASS
+    instruction count per iteration).
     """
 
     kernel: str
@@ -50,6 +52,7 @@ class AotSpec:
     divisible_by_16: tuple[str, ...] = ()
     equal_to_1: tuple[str, ...] = ()
     archs: tuple[int, ...] = (80, 90)
+    maxnreg: int | None = None  # the config's register cap per thread (ptx .maxnreg), as triton.Config carries it
     notes: dict[str, Any] = field(default_factory=dict)
 
 
