@@ -30,7 +30,13 @@ from sdkernels.kernels.attention_configs import (
 )
 
 LOG2E = tl.constexpr(1.4426950408889634)  # the softmax runs in exp2: e^x = 2^(x·log2 e)
-_EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
+# EVEN_N: no key tile is partial. FOLD_SCALE: with no bias and a positive scale the running max is taken on the raw
+# scores and the scale enters the exp2 argument as one FFMA (max(s)·c = max(s·c) for c > 0), as in Triton's
+# fused-attention tutorial, instead of one FMUL per score.
+_HEURISTICS = {
+    "EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0,
+    "FOLD_SCALE": lambda args: args["BIAS"] == "none" and args["qk_scale"] > 0,
+}
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
 
@@ -77,10 +83,20 @@ def _softmax_step(
     Lk,
     BIAS: tl.constexpr,
     EVEN_N: tl.constexpr,
+    FOLD_SCALE: tl.constexpr,
 ):
     """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
     accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
-    as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN."""
+    as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN. With FOLD_SCALE, `scores` and the
+    running max stay in raw (unscaled) units and P = exp2(S·c - m·c) is one FFMA per score."""
+    if FOLD_SCALE:
+        if not EVEN_N:
+            scores = tl.where(keys[None, :] < Lk, scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        m_scaled = tl.where(m_new == float("-inf"), 0.0, m_new) * qk_scale
+        p = tl.math.exp2(scores * qk_scale - m_scaled[:, None])
+        alpha = tl.math.exp2(m_i * qk_scale - m_scaled)
+        return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
     scores = scores * qk_scale
     if BIAS == "per_key":  # one bias row broadcast over the queries (key-padding masks): a 1-D load
         if EVEN_N:
@@ -103,7 +119,7 @@ def _softmax_step(
 
 
 @autotune(PIECES_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_EVEN_N)
+@triton.heuristics(_HEURISTICS)
 @triton.jit
 def _attention_pieces_kernel(
     Q,
@@ -138,6 +154,7 @@ def _attention_pieces_kernel(
     DOT_PRECISION: tl.constexpr,
     STRIDE_UNIT: tl.constexpr,
     EVEN_N: tl.constexpr,
+    FOLD_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -185,7 +202,7 @@ def _attention_pieces_kernel(
             k2 = _load_rows(k_base, keys, stride_kn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
         p, alpha, m_i, l_i = _softmax_step(
-            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N, FOLD_SCALE
         )
         # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
         p = p.to(V.dtype.element_ty)
@@ -220,7 +237,7 @@ def _attention_pieces_kernel(
 
 
 @autotune(DV_SPLIT_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_EVEN_N)
+@triton.heuristics(_HEURISTICS)
 @triton.jit
 def _attention_dv_split_kernel(
     Q,
@@ -252,6 +269,7 @@ def _attention_dv_split_kernel(
     DOT_PRECISION: tl.constexpr,
     STRIDE_UNIT: tl.constexpr,
     EVEN_N: tl.constexpr,
+    FOLD_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     QK_CHUNK: tl.constexpr,
@@ -289,7 +307,7 @@ def _attention_dv_split_kernel(
             k = _load_rows(k_base, keys, stride_kn, Lk, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
             scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
         p, alpha, m_i, l_i = _softmax_step(
-            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N, FOLD_SCALE
         )
         v = _load_rows(v_base, keys, stride_vn, Lk, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
         acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)

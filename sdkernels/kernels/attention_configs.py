@@ -48,8 +48,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, **chunks}, num_warps=warps, num_stages=stages)
+def _cfg(
+    block_m: int, block_n: int, warps: int, stages: int, maxnreg: int | None = None, **chunks: int
+) -> triton.Config:
+    return triton.Config(
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, **chunks}, num_warps=warps, num_stages=stages, maxnreg=maxnreg
+    )
 
 
 # (architecture kind, dtype kind, head-dim bucket, per-query bias) -> configs, the most likely winner first (the
@@ -60,11 +64,11 @@ def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> 
 # varies along the queries is loaded as a (BLOCK_M, BLOCK_N) tile (one address per element when its rows are not
 # 16-byte aligned), which needs smaller tiles than no bias or a per-key bias row.
 PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
-    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 2)],
-    ("sm80", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 3)],
+    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3, maxnreg=128), _cfg(64, 128, 4, 2), _cfg(64, 64, 4, 2)],
+    ("sm80", "half", 128, False): [_cfg(64, 64, 4, 3), _cfg(128, 32, 8, 3, maxnreg=128), _cfg(64, 128, 4, 2)],
     ("sm80", "half", 256, False): [_cfg(64, 64, 8, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
-    ("sm90", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm90", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 64, False): [_cfg(64, 128, 4, 2), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 128, False): [_cfg(64, 128, 4, 2), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3)],
     ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2), _cfg(128, 32, 8, 3)],
     ("small", "half", 64, False): [_cfg(128, 64, 8, 2), _cfg(64, 128, 4, 2), _cfg(64, 64, 4, 2)],
     ("small", "half", 128, False): [_cfg(128, 32, 8, 2), _cfg(64, 64, 4, 2)],  # 64x128 spills 16 B on sm_86 at D=80
@@ -211,6 +215,7 @@ def shipped_specs(pieces_fn: Any, dv_split_fn: Any) -> list[AotSpec]:
                 "DOT_PRECISION": dot_precision(dtype),
                 "STRIDE_UNIT": 8,
                 "EVEN_N": even_n,
+                "FOLD_SCALE": bias == "none",  # SD's scales are positive
             }
             if pieces_kernel:
                 constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
@@ -229,6 +234,7 @@ def shipped_specs(pieces_fn: Any, dv_split_fn: Any) -> list[AotSpec]:
                             constexprs={**constexprs, **config.kwargs},
                             num_warps=config.num_warps,
                             num_stages=config.num_stages,
+                            maxnreg=config.maxnreg,
                             uses_dot=dtype_kind == "half",
                             divisible_by_16=(
                                 "Q",
