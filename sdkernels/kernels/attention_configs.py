@@ -171,7 +171,7 @@ def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
     )
     unit = 8  # every SD head dim is a multiple of 8, so the q/k/v/out strides travel divided by 8
     qkv = [s // unit for s in (*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3])]
-    values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), lq, lk]
+    values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), heads, lq, lk]
     names = [
         "stride_qb",
         "stride_qh",
@@ -189,6 +189,7 @@ def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
         "stride_ob",
         "stride_oh",
         "stride_om",
+        "H",
         "Lq",
         "Lk",
     ]
