@@ -56,6 +56,35 @@ class AotSpec:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def runtime_params(kernel: Any) -> list[str]:
+    """The kernel's non-constexpr parameters in order, read from its own definition (jit, heuristics or autotune
+    wrapped; interpreted or not), so compile specs never carry a hand-copied signature."""
+    import inspect
+
+    fn = jit_fn(kernel)
+    python_fn = getattr(fn, "fn", fn)
+    return [
+        name
+        for name, param in inspect.signature(python_fn).parameters.items()
+        if "constexpr" not in str(param.annotation)
+    ]
+
+
+def aot_signature(
+    kernel: Any, pointer_types: dict[str, str], floats: tuple[str, ...] = (), wide: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Triton signature of every runtime parameter of `kernel`: the named pointers get their "*dtype", `floats`
+    "fp32", `wide` "i64", every other one "i32". Raises if a named parameter is not one of the kernel's."""
+    params = runtime_params(kernel)
+    unknown = (set(pointer_types) | set(floats) | set(wide)) - set(params)
+    if unknown:
+        raise ValueError(f"not runtime parameters of the kernel: {sorted(unknown)}")
+    return {
+        name: pointer_types.get(name) or ("fp32" if name in floats else "i64" if name in wide else "i32")
+        for name in params
+    }
+
+
 def jit_fn(kernel: Any) -> Any:
     """The bare JITFunction under autotune/heuristics wrappers."""
     from triton.runtime.interpreter import InterpretedFunction
