@@ -84,6 +84,7 @@ class AotResult:
     loop_mix: dict[str, int] = field(default_factory=dict)
     kernel_mix: dict[str, int] = field(default_factory=dict)
     inner_mix: dict[str, int] = field(default_factory=dict)
+    epilogue_mix: dict[str, int] = field(default_factory=dict)  # everything after the main loop
     specialised: dict[str, list[str]] = field(default_factory=dict)  # what the JIT's binder specialised
     cached: bool = False
     seconds: float = 0.0
@@ -263,6 +264,7 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
         "loop_body": loops["loop"],
         "kernel_mix": loops["kernel"],
         "inner_mix": loops["inner"],
+        "epilogue_mix": loops["after"],
         "registers": registers,
         "spill_stores": int(spills.group(1)),
         "spill_loads": int(spills.group(2)),

@@ -128,10 +128,11 @@ def loops(instructions: list[Instruction]) -> list[tuple[int, int]]:
 
 def main_loop_report(sass: str) -> dict[str, object]:
     """{"kernel": mix of the whole kernel, "loop": mix of the main loop body (one iteration), "inner": mix of a
-    loop nested in it or {}}; "loop" is {} for a kernel without loops."""
+    loop nested in it or {}, "after": mix of what follows the main loop (the epilogue)}; "loop" is {} for a kernel
+    without loops."""
     instructions = parse(sass)
     candidates = loops(instructions)
-    report: dict[str, object] = {"kernel": mix(instructions), "loop": {}, "inner": {}}
+    report: dict[str, object] = {"kernel": mix(instructions), "loop": {}, "inner": {}, "after": {}}
     if not candidates:
         return report
 
@@ -143,6 +144,7 @@ def main_loop_report(sass: str) -> dict[str, object]:
     # out-of-line retry blocks of mbarrier waits branch back into the loop from the end of the kernel).
     main = max(candidates, key=lambda span: (weight(span)[0], -weight(span)[1]))
     report["loop"] = mix(instructions[main[0] : main[1] + 1])
+    report["after"] = mix(instructions[main[1] + 1 :])  # the epilogue (and any out-of-line blocks after it)
     nested = [s for s in candidates if main[0] <= s[0] and s[1] <= main[1] and s != main]
     if nested:
         inner = max(nested, key=weight)
