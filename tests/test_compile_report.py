@@ -198,6 +198,11 @@ def test_json_rows_are_complete_and_measured(capsys: pytest.CaptureFixture[str])
         "specialised",
         "error",
         "problems",
+        "loop_mix",
+        "kernel_mix",
+        "inner_mix",
+        "epilogue_mix",
+        "maxnreg",
     }
     for row in report["rows"]:
         assert columns <= set(row), columns - set(row)

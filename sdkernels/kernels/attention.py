@@ -25,11 +25,10 @@ from sdkernels.kernels.attention_configs import (
     dot_precision,
     head_dim_pieces,
     keep_configs_for,
-    shipped_specs,
     uses_pieces_kernel,
 )
+from sdkernels.kernels.attention_tiles import LOG2E, load_rows, program_bases, softmax_step, store_rows
 
-LOG2E = tl.constexpr(1.4426950408889634)  # the softmax runs in exp2: e^x = 2^(x·log2 e)
 # EVEN_N: no key tile is partial. FOLD_SCALE: with no bias and a positive scale the running max is taken on the raw
 # scores and the scale enters the exp2 argument as one FFMA (max(s)·c = max(s·c) for c > 0), as in Triton's
 # fused-attention tutorial, instead of one FMUL per score.
@@ -38,135 +37,6 @@ _HEURISTICS = {
     "FOLD_SCALE": lambda args: args["BIAS"] == "none" and args["qk_scale"] > 0,
 }
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
-
-
-@triton.jit
-def _load_rows(
-    base, rows, row_stride, n_rows, cols, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr
-):
-    """Load the (rows, cols) tile of a row-major matrix with unit column stride; masked lanes read 0."""
-    ptrs = base + rows[:, None] * row_stride + cols[None, :]
-    if CHECK_ROWS:
-        if CHECK_COLS:
-            tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
-        else:
-            tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
-    else:
-        if CHECK_COLS:
-            tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
-        else:
-            tile = tl.load(ptrs)
-    return tile
-
-
-@triton.jit
-def _store_rows(base, rows, row_stride, n_rows, cols, tile, HEAD_DIM: tl.constexpr, CHECK_COLS: tl.constexpr):
-    ptrs = base + rows[:, None] * row_stride + cols[None, :]
-    if CHECK_COLS:
-        tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
-    else:
-        tl.store(ptrs, tile, mask=rows[:, None] < n_rows)
-
-
-@triton.jit
-def _program_bases(
-    Q,
-    K,
-    V,
-    Bias,
-    Out,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_kb,
-    stride_kh,
-    stride_vb,
-    stride_vh,
-    stride_bb,
-    stride_bh,
-    stride_bm,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    H,
-    Lq,
-    STRIDE_UNIT: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    NUM_CHUNKS: tl.constexpr,
-):
-    """Which (query block, column chunk, batch, head) this program owns, and its 64-bit base pointers. The grid is
-    1-D (query blocks fastest, so the programs of one head run together and share K/V in L2): no batch·heads
-    count can pass CUDA's 65,535 limit of grid y/z. Batch, head and query-block offsets are added here in int64
-    (B·H·L·D and Lq·Lk pass 2³¹ at SD sizes: a (B, H, Lq, Lk) bias at L = 65,536 has 4.3·10⁹ elements); the
-    offsets inside a tile stay int32. q/k/v/out strides arrive divided by STRIDE_UNIT (8 when they all divide by 8):
-    multiplying back tells the compiler every row starts 16-byte aligned, so head dims like 40 get vector loads."""
-    pid = tl.program_id(0)
-    blocks = tl.cdiv(Lq, BLOCK_M) * NUM_CHUNKS
-    bh = pid // blocks
-    chunk = pid % NUM_CHUNKS
-    m0 = (pid % blocks) // NUM_CHUNKS * BLOCK_M
-    off_b = (bh // H).to(tl.int64)
-    off_h = (bh % H).to(tl.int64)
-    m0_64 = m0.to(tl.int64)
-    unit = STRIDE_UNIT
-    q_base = Q + (off_b * stride_qb + off_h * stride_qh + m0_64 * stride_qm) * unit
-    k_base = K + (off_b * stride_kb + off_h * stride_kh) * unit
-    v_base = V + (off_b * stride_vb + off_h * stride_vh) * unit
-    o_base = Out + (off_b * stride_ob + off_h * stride_oh + m0_64 * stride_om) * unit
-    bias_base = Bias + off_b * stride_bb + off_h * stride_bh + m0_64 * stride_bm
-    return m0, chunk, q_base, k_base, v_base, o_base, bias_base
-
-
-@triton.jit
-def _softmax_step(
-    scores,
-    rows,
-    keys,
-    m_i,
-    l_i,
-    qk_scale,
-    bias_tile,
-    stride_bm,
-    stride_bn,
-    n_rows,
-    n_keys,
-    BIAS: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    FOLD_SCALE: tl.constexpr,
-):
-    """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
-    accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
-    as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN. With FOLD_SCALE, `scores` and the
-    running max stay in raw (unscaled) units and P = exp2(S·c - m·c) is one FFMA per score.
-    `rows`/`keys` count from the tile's first query/key, `bias_tile` points at its bias element and `n_rows`/`n_keys`
-    are the queries/keys left from there (the 64-bit part of the offset lives in the pointer)."""
-    if FOLD_SCALE:
-        if not EVEN_N:
-            scores = tl.where(keys[None, :] < n_keys, scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        m_scaled = tl.where(m_new == float("-inf"), 0.0, m_new) * qk_scale
-        p = tl.math.exp2(scores * qk_scale - m_scaled[:, None])
-        alpha = tl.math.exp2(m_i * qk_scale - m_scaled)
-        return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
-    scores = scores * qk_scale
-    if BIAS == "per_key":  # one bias row broadcast over the queries (key-padding masks): a 1-D load
-        if EVEN_N:
-            bias = tl.load(bias_tile + keys * stride_bn)
-        else:
-            bias = tl.load(bias_tile + keys * stride_bn, mask=keys < n_keys, other=0.0)
-        scores += bias.to(tl.float32)[None, :] * LOG2E
-    elif BIAS == "per_query_key":
-        bias_ptrs = bias_tile + rows[:, None] * stride_bm + keys[None, :] * stride_bn
-        bias = tl.load(bias_ptrs, mask=(rows[:, None] < n_rows) & (keys[None, :] < n_keys), other=0.0)
-        scores += bias.to(tl.float32) * LOG2E
-    if not EVEN_N:
-        scores = tl.where(keys[None, :] < n_keys, scores, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(scores, 1))
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(scores - m_ref[:, None])
-    alpha = tl.math.exp2(m_i - m_ref)
-    l_new = l_i * alpha + tl.sum(p, 1)
-    return p, alpha, m_new, l_new
 
 
 @autotune(PIECES_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
@@ -215,7 +85,7 @@ def _attention_pieces_kernel(
     # Finally O[:, piece_i] = acc_i / l (0 for a row whose every key was masked).
     D_START1: tl.constexpr = D_PIECE0
     D_START2: tl.constexpr = D_PIECE0 + D_PIECE1
-    m0, _, q_base, k_base, v_base, o_base, bias_base = _program_bases(
+    m0, _, q_base, k_base, v_base, o_base, bias_base = program_bases(
         Q,
         K,
         V,
@@ -250,15 +120,15 @@ def _attention_pieces_kernel(
     n_rows = Lq - m0
     cols0 = tl.arange(0, D_PIECE0)
 
-    q0 = _load_rows(q_base, rows, stride_qm, n_rows, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
+    q0 = load_rows(q_base, rows, stride_qm, n_rows, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
     acc0 = tl.zeros((BLOCK_M, D_PIECE0), dtype=tl.float32)
     if D_PIECE1 > 0:
         cols1 = D_START1 + tl.arange(0, D_PIECE1)
-        q1 = _load_rows(q_base, rows, stride_qm, n_rows, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
+        q1 = load_rows(q_base, rows, stride_qm, n_rows, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
         acc1 = tl.zeros((BLOCK_M, D_PIECE1), dtype=tl.float32)
     if D_PIECE2 > 0:
         cols2 = D_START2 + tl.arange(0, D_PIECE2)
-        q2 = _load_rows(q_base, rows, stride_qm, n_rows, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
+        q2 = load_rows(q_base, rows, stride_qm, n_rows, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
         acc2 = tl.zeros((BLOCK_M, D_PIECE2), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -271,17 +141,15 @@ def _attention_pieces_kernel(
         k_tile = k_base + tile_start * stride_kn
         v_tile = v_base + tile_start * stride_vn
         bias_tile = bias_base + tile_start * stride_bn
-        k0 = _load_rows(k_tile, keys, stride_kn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        k0 = load_rows(k_tile, keys, stride_kn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
         scores = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
         if D_PIECE1 > 0:
-            k1 = _load_rows(k_tile, keys, stride_kn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            k1 = load_rows(k_tile, keys, stride_kn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
             scores = tl.dot(q1, tl.trans(k1), scores, input_precision=DOT_PRECISION)
         if D_PIECE2 > 0:
-            k2 = _load_rows(
-                k_tile, keys, stride_kn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM
-            )
+            k2 = load_rows(k_tile, keys, stride_kn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(
+        p, alpha, m_i, l_i = softmax_step(
             scores,
             rows,
             keys,
@@ -299,28 +167,26 @@ def _attention_pieces_kernel(
         )
         # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
         p = p.to(V.dtype.element_ty)
-        v0 = _load_rows(v_tile, keys, stride_vn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        v0 = load_rows(v_tile, keys, stride_vn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=DOT_PRECISION)
         if D_PIECE1 > 0:
-            v1 = _load_rows(v_tile, keys, stride_vn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            v1 = load_rows(v_tile, keys, stride_vn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=DOT_PRECISION)
         if D_PIECE2 > 0:
-            v2 = _load_rows(
-                v_tile, keys, stride_vn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM
-            )
+            v2 = load_rows(v_tile, keys, stride_vn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision=DOT_PRECISION)
 
     inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
     out_ty = Out.dtype.element_ty
-    _store_rows(
+    store_rows(
         o_base, rows, stride_om, n_rows, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM
     )
     if D_PIECE1 > 0:
-        _store_rows(
+        store_rows(
             o_base, rows, stride_om, n_rows, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_START2 > HEAD_DIM
         )
     if D_PIECE2 > 0:
-        _store_rows(
+        store_rows(
             o_base,
             rows,
             stride_om,
@@ -376,7 +242,7 @@ def _attention_dv_split_kernel(
     # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
     # then the same online softmax as the pieces kernel, acc = acc·α + P V[:, dv chunk]; O = acc / l.
     NUM_DV_CHUNKS: tl.constexpr = (HEAD_DIM + DV_CHUNK - 1) // DV_CHUNK
-    m0, chunk, q_base, k_base, v_base, o_base, bias_base = _program_bases(
+    m0, chunk, q_base, k_base, v_base, o_base, bias_base = program_bases(
         Q,
         K,
         V,
@@ -414,21 +280,19 @@ def _attention_dv_split_kernel(
     acc = tl.zeros((BLOCK_M, DV_CHUNK), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    keys = tl.arange(0, BLOCK_N)
     for start_n in range(0, Lk, BLOCK_N):
-        n_keys = Lk - start_n
-        # 64-bit pointers at the key tile's first key (tl.cast: the interpreter's loop index is a Python int)
-        tile_start = tl.cast(start_n, tl.int64)
-        k_tile = k_base + tile_start * stride_kn
-        v_tile = v_base + tile_start * stride_vn
-        bias_tile = bias_base + tile_start * stride_bn
+        # Key offsets stay int32 from the (batch, head) base here (Lk · row stride < 2³¹): per-tile 64-bit pointers
+        # cost this kernel the registers it lacks next to 256 accumulator columns (a 16-20 B spill at ragged Lk).
+        keys = start_n + tl.arange(0, BLOCK_N)
+        n_keys = Lk
+        k_tile, v_tile, bias_tile = k_base, v_base, bias_base
         scores = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for d0 in range(0, HEAD_DIM, QK_CHUNK):
             qk_cols = d0 + tl.arange(0, QK_CHUNK)
-            q = _load_rows(q_base, rows, stride_qm, n_rows, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
-            k = _load_rows(k_tile, keys, stride_kn, n_keys, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
+            q = load_rows(q_base, rows, stride_qm, n_rows, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
+            k = load_rows(k_tile, keys, stride_kn, n_keys, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
             scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(
+        p, alpha, m_i, l_i = softmax_step(
             scores,
             rows,
             keys,
@@ -444,11 +308,11 @@ def _attention_dv_split_kernel(
             EVEN_N,
             FOLD_SCALE,
         )
-        v = _load_rows(v_tile, keys, stride_vn, n_keys, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
+        v = load_rows(v_tile, keys, stride_vn, n_keys, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
         acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
 
     inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
-    _store_rows(
+    store_rows(
         o_base,
         rows,
         stride_om,
@@ -515,4 +379,6 @@ def attention(
 
 def aot_specs() -> list[AotSpec]:
     """Every shipped (kernel, head dim, dtype, bias kind, EVEN_N, config) for the compile report."""
+    from sdkernels.kernels.attention_aot import shipped_specs  # spec building stays out of the launcher's import
+
     return shipped_specs(jit_fn(_attention_pieces_kernel), jit_fn(_attention_dv_split_kernel))
