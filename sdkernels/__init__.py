@@ -3,6 +3,7 @@
 from sdkernels import ops
 from sdkernels.patch import patch, patched, unpatch
 from sdkernels.report import PatchReport
+from sdkernels.warmup import warmup
 
-__all__ = ["ops", "patch", "patched", "unpatch", "PatchReport"]
+__all__ = ["ops", "patch", "patched", "unpatch", "warmup", "PatchReport"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""`python -m sdkernels demo | compile-report | traffic [args]`."""
+"""`python -m sdkernels demo | compile-report | traffic | coldstart [args]`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ COMMANDS = {
         "needed) and report registers, spills, shared memory, MMA",
     ),
     "traffic": ("sdkernels.tools.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
+    "coldstart": (
+        "sdkernels.tools.coldstart",
+        "every distinct Triton compile an SD generation triggers on a GPU arch, computed without a GPU; "
+        "--compile compiles them ahead of time",
+    ),
 }
 
 

@@ -7,6 +7,7 @@ The interpreter ignores num_warps, num_stages and maxnreg, so configs differing 
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,19 +26,19 @@ BUCKET_HEAD_DIMS = {64: (40, 64), 128: (80,), 256: (160,), 512: (512,)}
 FP32_HEAD_DIMS = (40,)  # fp32 always takes the dv-split kernel (its D = 512 runs in test_attention_op)
 
 
-class ForcedConfig:
-    """Stands in for an autotuned kernel: `kernel[grid](...)` runs the wrapped heuristics/jit function with one
-    given config's constexprs, whatever the autotuner would pick."""
+def force_config(monkeypatch: Any, module: Any, config: Any) -> None:
+    """Make `module`'s launcher run `config` whatever its table would pick: its plan builder sees an autotuner
+    stand-in holding only that config (the heuristics wrappers still compute EVEN_N etc.), with empty plan caches."""
+    original = module.first_config_plan
 
-    def __init__(self, autotuned: Any, config: Any) -> None:
-        self.inner, self.config = autotuned.fn, config
+    def forced(tuned: Any, named_args: dict, constexprs: dict) -> Any:
+        only = types.SimpleNamespace(configs=[config], early_config_prune=None, fn=tuned.fn)
+        return original(only, named_args, constexprs)
 
-    def __getitem__(self, grid: Any) -> Any:
-        def launch(*args: Any, **kwargs: Any) -> Any:
-            meta = {**kwargs, **self.config.kwargs}
-            return self.inner[grid(meta) if callable(grid) else grid](*args, **meta)
-
-        return launch
+    monkeypatch.setattr(module, "first_config_plan", forced)
+    for cache in ("_plans", "_calls"):
+        if hasattr(module, cache):
+            monkeypatch.setattr(module, cache, {})
 
 
 def _distinct(entries: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -80,8 +81,7 @@ def test_attention_config(monkeypatch, kernel_name, head_dim, dtype, per_query, 
     lq, lk = block_m + 7, block_n + 13  # a partial query block and a partial key tile after a full one
     q, k, v = (torch.randn(1, 2, length, head_dim).to(dtype) for length in (lq, lk, lk))
     bias = torch.randn(1, 2, lq, lk) if per_query else None
-    global_name = f"_attention_{kernel_name}_kernel"
-    monkeypatch.setattr(attention_kernels, global_name, ForcedConfig(getattr(attention_kernels, global_name), config))
+    force_config(monkeypatch, attention_kernels, config)
     scale = 1.0 / math.sqrt(head_dim)
     out = attention_kernels.attention(q, k, v, scale, bias)
     mask = None if bias is None else bias.to(dtype)
@@ -109,8 +109,7 @@ def test_geglu_config(monkeypatch, dtype, config) -> None:
     x = torch.randn(tokens, dim).to(dtype)
     weight = (torch.randn(2 * inner, dim) / math.sqrt(dim)).to(dtype)
     bias = ((torch.rand(2 * inner) * 2 - 1) / math.sqrt(dim)).to(dtype)
-    name = "_geglu_fp32" if dtype == torch.float32 else "_geglu_low_precision"
-    monkeypatch.setattr(geglu_kernels, name, ForcedConfig(getattr(geglu_kernels, name), config))
+    force_config(monkeypatch, geglu_kernels, config)
     out = geglu_kernels.geglu(x, weight, bias)
 
     def reference(x_, w_, b_):
@@ -127,8 +126,7 @@ def test_geglu_config(monkeypatch, dtype, config) -> None:
 def test_gelu_gate_config(monkeypatch, config) -> None:
     rows, inner = config.kwargs["BLOCK_M"] + 3, 1280  # SD1.5's first-level inner dim
     h = torch.randn(rows, 2 * inner).to(torch.float16)
-    kernel = gelu_gate_kernels._gelu_gate_kernel
-    monkeypatch.setattr(gelu_gate_kernels, "_gelu_gate_kernel", ForcedConfig(kernel, config))
+    force_config(monkeypatch, gelu_gate_kernels, config)
     out = gelu_gate_kernels.gelu_gate(h)
 
     def reference(h_):
