@@ -48,8 +48,7 @@ SM90_CONFIGS = [
 FP32_CONFIGS = [
     _config(64, 64, 32, 3, 8),
     _config(64, 64, 16, 3, 8),
-    _config(32, 32, 32, 3, 4),
-]
+]  # 32x32x32 (4 warps) spills 20 B on sm_90 with the interleaved value/gate tile
 
 
 def _drop_sm90_only(configs: list[triton.Config], args: dict) -> list[triton.Config]:
