@@ -30,6 +30,7 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from sdkernels.kernels._tuning import AotSpec
+from sdkernels.tools.sass import main_loop_report, per_iteration
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,13 @@ class AotResult:
     ctas_per_sm: int | None = None
     occupancy_limit: str = ""  # which resource caps ctas_per_sm
     tensor_core: str = ""  # "HGMMA", "HMMA" or "none"
+    maxnreg: int | None = None
+    # SASS instruction mix per warp (sdkernels.tools.sass): one main-loop iteration (a key tile, a K step; a nested
+    # loop counted `inner_trips` times), the whole kernel, and the nested loop's own body.
+    loop_mix: dict[str, int] = field(default_factory=dict)
+    kernel_mix: dict[str, int] = field(default_factory=dict)
+    inner_mix: dict[str, int] = field(default_factory=dict)
+    epilogue_mix: dict[str, int] = field(default_factory=dict)  # everything after the main loop
     specialised: dict[str, list[str]] = field(default_factory=dict)  # what the JIT's binder specialised
     cached: bool = False
     seconds: float = 0.0
@@ -170,6 +178,8 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
         "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
         "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
     }
+    if spec.maxnreg is not None:
+        launch["maxnreg"] = spec.maxnreg
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(**args, **spec.constexprs, **launch)
@@ -242,15 +252,19 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
         cubin = Path(tmp, "kernel.cubin")
         cubin.write_bytes(ck.asm["cubin"])
         usage = _run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)])
-        # Disassembly is slow for big kernels; PTX without any mma instruction cannot give tensor-core SASS.
-        sass = _run([_tool("nvdisasm"), "-c", str(cubin)]) if "mma" in ck.asm["ptx"] else ""
+        sass = _run([_tool("nvdisasm"), "-c", str(cubin)])
     registers = int(re.search(r"Used (\d+) registers", ptxas_log).group(1))
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", ptxas_log)
     cubin_registers, static_shared = (int(v) for v in re.search(r"REG:(\d+).*?SHARED:(\d+)", usage).groups())
     if cubin_registers != registers:
         raise RuntimeError(f"ptxas -v says {registers} registers but the cubin uses {cubin_registers}")
     tensor_core = next((op for op in ("HGMMA", "HMMA") if re.search(rf"\b{op}\b", sass)), "none")
+    loops = main_loop_report(sass)
     return {
+        "loop_body": loops["loop"],
+        "kernel_mix": loops["kernel"],
+        "inner_mix": loops["inner"],
+        "epilogue_mix": loops["after"],
         "registers": registers,
         "spill_stores": int(spills.group(1)),
         "spill_loads": int(spills.group(2)),
@@ -266,7 +280,9 @@ def cache_dir() -> Path:
 
 
 # Part of every cache key, so a change to how this module measures invalidates the cached measurements.
-_THIS_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+_THIS_SOURCE = hashlib.sha256(
+    Path(__file__).read_bytes() + Path(__file__).with_name("sass.py").read_bytes()
+).hexdigest()
 
 
 def _cache_key(spec: AotSpec, arch: int, bound: tuple[dict, dict, dict, Any]) -> str:
@@ -305,9 +321,12 @@ def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: b
         tmp.write_text(json.dumps(measured))
         tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
     ctas, limiter = resident_ctas(arch, measured["registers"], measured["shared_bytes"], spec.num_warps)
+    loop_body = measured.pop("loop_body", {})
     return AotResult(
         **identity(spec, arch),
         **measured,
+        maxnreg=spec.maxnreg,
+        loop_mix=per_iteration({"loop": loop_body, "inner": measured["inner_mix"]}, spec.notes.get("inner_trips", 1)),
         shared_limit=LIMITS[arch].shared_per_block,
         ctas_per_sm=ctas,
         occupancy_limit=limiter,
