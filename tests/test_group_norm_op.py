@@ -26,6 +26,13 @@ from sdkernels.kernels import group_norm_kernels as gn_jit
 from sdkernels.tools import traffic
 from tests.tolerance import assert_matches_reference
 
+
+@pytest.fixture(autouse=True)
+def _gpu_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run NCHW on the fixed tiles a GPU launches (not the interpreter-only packed tiles the pipelines tests use)."""
+    monkeypatch.setattr(gn_kernels, "PACK_NCHW_WHEN_INTERPRETED", False)
+
+
 Tensor = torch.Tensor
 
 
@@ -132,6 +139,18 @@ def test_every_dtype_and_layout(dtype: torch.dtype, nhwc: bool) -> None:
     x, weight, bias, add = sd_inputs((2, 64, 7, 9), dtype, nhwc=nhwc)
     out = run_and_check(x, groups, weight, bias, add, what=f"{dtype} nhwc={nhwc}")
     assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_interpreted_nchw_packs_small_groups(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter-only NCHW geometry (several small groups per program, what the pipelines tests run) against
+    fp64, and it really packs: fewer programs than groups."""
+    monkeypatch.setattr(gn_kernels, "PACK_NCHW_WHEN_INTERPRETED", True)
+    x, weight, bias, add = sd_inputs((2, 64, 8, 8), dtype)
+    run_and_check(x, 16, weight, bias, add, what=f"packed nchw {dtype}")
+    launches = gn_kernels._prepare(x, 16, weight, bias, 1e-5, True, add)
+    ((plan, grid, _),) = launches.steps
+    assert plan.constexprs["GROUPS_PER_PROGRAM"] > 1 and grid[0] < 2 * 16
 
 
 # ---------------------------------------------------------------------------------------------- shapes, options

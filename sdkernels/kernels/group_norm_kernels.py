@@ -42,7 +42,8 @@ LOOP_MAX_TILE = 4096  # channels_last loops and split kernels
 
 
 def _nchw(args: dict[str, Any]) -> bool:
-    return args["stride_xs"] == 1
+    """NCHW's fixed tile, unless the launcher asks for CPG-shaped packed tiles (PACK_NCHW: interpreted runs only)."""
+    return args["stride_xs"] == 1 and not args.get("PACK_NCHW", False)
 
 
 def _nchw_block_s(args: dict[str, Any]) -> int:
