@@ -1,7 +1,8 @@
 """Compile one shipped kernel configuration (an `AotSpec`) for sm_80 or sm_90 on a machine with no GPU, and
 measure what the GPU would see: registers and spills (`ptxas -v` of the ptxas shipped in the triton wheel),
 shared memory (Triton's dynamic + ptxas' static), resident CTAs per SM (the CUDA occupancy calculator's rules)
-and the tensor-core instruction in the SASS (`nvdisasm`). Results are cached on disk.
+and the tensor-core instruction in the SASS (`nvdisasm`). Measurements are reused from the committed file or the
+local cache (sdkernels.tools.aot_cache, which also defines the portable key).
 
 The kernels must be real JITFunctions, so this runs where TRITON_INTERPRET is off; `sdkernels.tools.compile_report`
 starts such worker processes for you.
@@ -10,10 +11,7 @@ starts such worker processes for you.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
-import os
 import re
 import subprocess
 import tempfile
@@ -30,6 +28,7 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from sdkernels.kernels._tuning import AotSpec
+from sdkernels.tools import aot_cache
 from sdkernels.tools.sass import main_loop_report, per_iteration
 
 
@@ -82,11 +81,14 @@ class AotResult:
     # SASS instruction mix per warp (sdkernels.tools.sass): one main-loop iteration (a key tile, a K step; a nested
     # loop counted `inner_trips` times), the whole kernel, and the nested loop's own body.
     loop_mix: dict[str, int] = field(default_factory=dict)
+    loop_body: dict[str, int] = field(default_factory=dict)  # the main loop's body as it stands in the SASS
     kernel_mix: dict[str, int] = field(default_factory=dict)
     inner_mix: dict[str, int] = field(default_factory=dict)
     epilogue_mix: dict[str, int] = field(default_factory=dict)  # everything after the main loop
     specialised: dict[str, list[str]] = field(default_factory=dict)  # what the JIT's binder specialised
     cached: bool = False
+    cache_source: str = ""  # "committed" (tests/aot_measurements.json), "local" (the user cache) or "" (compiled)
+    cache_key: str = ""  # sdkernels.tools.aot_cache.cache_key: what the measurement is filed under
     seconds: float = 0.0
     error: str = ""
 
@@ -274,32 +276,6 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
     }
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(os.environ.get("SDKERNELS_AOT_CACHE") or os.path.join(root, "sdkernels", "aot"))
-
-
-# Part of every cache key, so a change to how this module measures invalidates the cached measurements.
-_THIS_SOURCE = hashlib.sha256(
-    Path(__file__).read_bytes() + Path(__file__).with_name("sass.py").read_bytes()
-).hexdigest()
-
-
-def _cache_key(spec: AotSpec, arch: int, bound: tuple[dict, dict, dict, Any]) -> str:
-    signature, constexprs, attrs, options = bound
-    material = [
-        spec.fn.cache_key,
-        signature,
-        repr(sorted(constexprs.items())),
-        repr(sorted(attrs.items())),
-        repr(sorted(options.__dict__.items())),
-        arch,
-        triton.__version__,
-        _THIS_SOURCE,
-    ]
-    return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
-
-
 def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: bool = False) -> AotResult | None:
     """Compile `spec` for sm_`arch` (80 or 90) the way the JIT would on that GPU and measure it. With
     `cache_only`, return the cached result or None instead of compiling."""
@@ -307,30 +283,29 @@ def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: b
     target = GPUTarget("cuda", arch, 32)
     bound = bind_like_jit(spec, target)
     signature, constexprs, attrs, options = bound
-    path = cache_dir() / f"{_cache_key(spec, arch, bound)}.json"
-    measured = json.loads(path.read_text()) if use_cache and path.is_file() else None
-    cached = measured is not None
+    key = aot_cache.cache_key(spec, arch, bound)
+    measured, source = aot_cache.lookup(key) if use_cache else (None, "")
     if measured is None:
         if cache_only:
             return None
         ck, ptxas_log = compile_with_ptxas_log(ASTSource(spec.fn, signature, constexprs, attrs), target, options)
         measured = measure(ck, arch, options, ptxas_log)
         measured["specialised"] = _specialised(spec.fn, signature, attrs, spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(measured))
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+        aot_cache.store(key, measured)
     ctas, limiter = resident_ctas(arch, measured["registers"], measured["shared_bytes"], spec.num_warps)
-    loop_body = measured.pop("loop_body", {})
     return AotResult(
         **identity(spec, arch),
         **measured,
         maxnreg=spec.maxnreg,
-        loop_mix=per_iteration({"loop": loop_body, "inner": measured["inner_mix"]}, spec.notes.get("inner_trips", 1)),
+        loop_mix=per_iteration(
+            {"loop": measured["loop_body"], "inner": measured["inner_mix"]}, spec.notes.get("inner_trips", 1)
+        ),
         shared_limit=LIMITS[arch].shared_per_block,
         ctas_per_sm=ctas,
         occupancy_limit=limiter,
-        cached=cached,
+        cached=bool(source),
+        cache_source=source,
+        cache_key=key,
         seconds=round(time.perf_counter() - start, 2),
     )
 
