@@ -1,40 +1,69 @@
-"""Copy the ahead-of-time compile measurements of every *currently shipped* kernel configuration from the local
-cache into tests/aot_cache (committed), so CI's compile-report gate does not recompile ~900 unchanged configurations
-on 2 cores. Entries are keyed by the kernel's source hash, the spec, the arch, the triton version and aot.py's own
-source: any change to a kernel makes its entries miss and CI compiles it afresh. Missing entries are compiled here.
+"""Regenerate tests/aot_measurements.json: the ahead-of-time compile measurements of every build the compile-report
+gate checks (all shipped kernel configurations for their archs, plus the stand-in kernels of
+tests/test_compile_report.py), so CI's gate finds them instead of recompiling ~840 builds on 2 cores.
 
-Usage: python .ci/seed_aot_cache.py
+Builds already measured (in the committed file or the local cache, ~/.cache/sdkernels/aot) are reused: their key
+covers the kernel source, spec, options by value, arch and Triton/ptxas versions (sdkernels/tools/aot_cache.py), so
+only builds whose kernel changed are compiled. The file is rewritten from scratch: entries of builds no longer
+shipped are dropped. Run it after changing a kernel or its configurations, and commit the file.
+
+Usage: python .ci/seed_aot_cache.py [--jobs N]
 """
 
+from __future__ import annotations
+
+import argparse
 import os
-import shutil
 import sys
+import time
 from pathlib import Path
 
-os.environ["TRITON_INTERPRET"] = "0"
 REPO = Path(__file__).resolve().parents[1]
-SEED = REPO / "tests" / "aot_cache"
+TEST_PROVIDERS = ("good_specs", "spilling_specs", "smem_overflow_specs", "no_hgmma_specs")
 
-from sdkernels.tools import aot, compile_report  # noqa: E402
 
-specs = [
-    s for p in compile_report.DEFAULT_PROVIDERS if isinstance(s_ := compile_report.load_specs(p), list) for s in s_
-]
-local = aot.cache_dir()
-SEED.mkdir(parents=True, exist_ok=True)
-wanted = set()
-for spec in specs:
-    for arch in spec.archs:
-        bound = aot.bind_like_jit(spec, aot.GPUTarget("cuda", arch, 32))
-        name = f"{aot._cache_key(spec, arch, bound)}.json"
-        wanted.add(name)
-        if not (SEED / name).exists():
-            if not (local / name).exists() and "--copy-only" not in sys.argv:
-                aot.compile_spec(spec, arch)
-            if (local / name).exists():
-                shutil.copy(local / name, SEED / name)
-for stale in SEED.glob("*.json"):
-    if stale.name not in wanted:
-        stale.unlink()
-have = sum((SEED / n).exists() for n in wanted)
-print(f"{have} of {len(wanted)} measurements in {SEED}", file=sys.stderr)
+def measured_only(compile_report, providers: list[str]) -> tuple[list[dict], list[str], list[str]]:
+    """The rows of the builds that need no compiling (compile-report's planning pass), and a note of the rest."""
+    request = {"op": "plan", "kernels": [], "archs": list(compile_report.ARCHS), "cache": True}
+    with compile_report.WorkerPool(1) as pool:
+        plans = pool.map([{**request, "provider": provider} for provider in providers])
+    jobs = [job for plan in plans for job in plan.get("jobs", [])]
+    rows = [job["result"] for job in jobs if job["result"]]
+    errors = [plan["error"] for plan in plans if "error" in plan]
+    return rows, [f"{len(jobs) - len(rows)} of {len(jobs)} builds not measured yet, left out"], errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile workers")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="write only the builds already measured (committed or local cache)"
+    )
+    args = parser.parse_args()
+    os.chdir(REPO)
+    sys.path.insert(0, str(REPO))
+    from sdkernels.tools import aot_cache, compile_report
+
+    providers = [*compile_report.DEFAULT_PROVIDERS]
+    providers += [f"{REPO / 'tests' / 'test_compile_report.py'}:{name}" for name in TEST_PROVIDERS]
+    start = time.monotonic()
+    if args.no_compile:
+        rows, notes, errors = measured_only(compile_report, providers)
+    else:
+        rows, notes, errors = compile_report.collect(providers, [], compile_report.ARCHS, args.jobs, use_cache=True)
+    failed = [f"{row['kernel']}/{row['variant']} sm_{row['arch']}: {row['error']}" for row in rows if row["error"]]
+    for line in [*notes, *errors, *failed]:
+        print(line, file=sys.stderr)
+    target = REPO / "tests" / aot_cache.COMMITTED_NAME
+    written = aot_cache.write_committed(target, rows)
+    compiled = sum(not row["cached"] for row in rows)
+    print(
+        f"{written} measurements written to {target.relative_to(REPO)} ({compiled} compiled, "
+        f"{len(rows) - compiled} reused) in {time.monotonic() - start:.0f} s",
+        file=sys.stderr,
+    )
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,9 +7,13 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("SDKERNELS_POISON_OUTPUTS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# AOT compile measurements of the shipped kernel configs (.ci/seed_aot_cache.py): keyed by kernel source, spec,
-# arch and triton version, so only configs whose kernel changed are compiled again by the resource-gate test.
-os.environ.setdefault("SDKERNELS_AOT_CACHE", os.path.join(os.path.dirname(__file__), "aot_cache"))
+# The committed AOT compile measurements (read only; .ci/seed_aot_cache.py writes them): the resource-gate test
+# compiles only the builds whose kernel changed since. Those go to the user's cache (~/.cache/sdkernels/aot or
+# $SDKERNELS_AOT_CACHE), never into the checkout.
+os.environ.setdefault("SDKERNELS_AOT_MEASUREMENTS", os.path.join(os.path.dirname(__file__), "aot_measurements.json"))
+# hypothesis keeps its example database and source-constant cache in ./.hypothesis by default: not in the checkout.
+_USER_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(_USER_CACHE, "sdkernels", "hypothesis"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

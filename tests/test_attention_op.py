@@ -96,6 +96,14 @@ def test_custom_scale():
     check(*qkv(1, 2, 77, 77, 80, FP16), scale=0.37, via="torch.ops", what="scale 0.37")
 
 
+@pytest.mark.parametrize("scale", [-0.37, 0.0])
+def test_non_positive_scale_keeps_the_scale_per_score(scale):
+    """The exp2 fold takes the running max on raw scores, valid only for scale > 0: a negative scale flips which
+    score is largest and a zero scale turns masked -inf keys into NaN (-inf · 0). Both must take the unfolded path."""
+    q, k, v = qkv(1, 2, 70, 77, 64, FP16, magnitude=2.0)
+    check(q, k, v, scale=scale, what=f"scale {scale}")
+
+
 def key_padding_bias(batch, heads, lk, dtype, lq=1):
     """(B|1, H|1, 1, Lk) additive mask: random values, -10000 and -inf entries, key 0 always kept."""
     bias = torch.randn(batch, heads, lq, lk)

@@ -198,6 +198,11 @@ def test_json_rows_are_complete_and_measured(capsys: pytest.CaptureFixture[str])
         "specialised",
         "error",
         "problems",
+        "loop_mix",
+        "kernel_mix",
+        "inner_mix",
+        "epilogue_mix",
+        "maxnreg",
     }
     for row in report["rows"]:
         assert columns <= set(row), columns - set(row)
@@ -211,6 +216,13 @@ def test_json_rows_are_complete_and_measured(capsys: pytest.CaptureFixture[str])
         assert rows["test_matmul", dtype, 80]["tensor_core"] == "HMMA"
         assert rows["test_matmul", dtype, 80]["shared_bytes"] > 0  # the cp.async pipeline buffers
     assert rows["test_silu_row_sum", "fp16", 90]["tensor_core"] == "none"
+    # The SASS instruction mix: the K loop holds the MMAs (with their shape) and is a part of the kernel.
+    for arch, mma in ((90, "HGMMA.64x"), (80, "HMMA.16816")):
+        row = rows["test_matmul", "fp16", arch]
+        loop, kernel = row["loop_mix"], row["kernel_mix"]
+        assert loop["mma"] > 0 and any(name.startswith(f"mma:{mma}") for name in loop), loop
+        assert loop["mma"] == kernel["mma"] and 0 < loop["total"] < kernel["total"]
+        assert loop.get("ldgsts", 0) + loop.get("ldg", 0) > 0 and loop.get("mufu", 0) == 0
     # The JIT's binder gave the spec's pointers/strides the 16-divisibility hint and made unit strides constants.
     specialised = rows["test_matmul", "fp16", 90]["specialised"]
     assert specialised == {"divisible_by_16": list(_MATMUL_ALIGNED), "equal_to_1": list(_MATMUL_UNIT)}

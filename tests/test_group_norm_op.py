@@ -26,6 +26,13 @@ from sdkernels.kernels import group_norm_kernels as gn_jit
 from sdkernels.tools import traffic
 from tests.tolerance import assert_matches_reference
 
+
+@pytest.fixture(autouse=True)
+def _gpu_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run NCHW on the fixed tiles a GPU launches (not the interpreter-only packed tiles the pipelines tests use)."""
+    monkeypatch.setattr(gn_kernels, "PACK_NCHW_WHEN_INTERPRETED", False)
+
+
 Tensor = torch.Tensor
 
 
@@ -132,6 +139,18 @@ def test_every_dtype_and_layout(dtype: torch.dtype, nhwc: bool) -> None:
     x, weight, bias, add = sd_inputs((2, 64, 7, 9), dtype, nhwc=nhwc)
     out = run_and_check(x, groups, weight, bias, add, what=f"{dtype} nhwc={nhwc}")
     assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_interpreted_nchw_packs_small_groups(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter-only NCHW geometry (several small groups per program, what the pipelines tests run) against
+    fp64, and it really packs: fewer programs than groups."""
+    monkeypatch.setattr(gn_kernels, "PACK_NCHW_WHEN_INTERPRETED", True)
+    x, weight, bias, add = sd_inputs((2, 64, 8, 8), dtype)
+    run_and_check(x, 16, weight, bias, add, what=f"packed nchw {dtype}")
+    launches = gn_kernels._prepare(x, 16, weight, bias, 1e-5, True, add)
+    ((plan, grid, _),) = launches.steps
+    assert plan.constexprs["GROUPS_PER_PROGRAM"] > 1 and grid[0] < 2 * 16
 
 
 # ---------------------------------------------------------------------------------------------- shapes, options
@@ -366,7 +385,19 @@ def test_aot_specs_bind_every_argument() -> None:
         hinted = spec["divisible_by_16"] + spec["equal_to_1"]
         assert all(signature[name][0] == "*" or signature[name] in ("i32", "i64") for name in hinted), variant
         assert not set(spec["divisible_by_16"]) & set(spec["equal_to_1"]), variant
-    for form in ("fused one tile", "fused groups", "fused all groups", "fused loop", "split partials", "split apply"):
-        for dtype in ("fp16", "bf16", "fp32"):
-            for layout in ("nchw", "channels_last"):
-                assert any(s["variant"].startswith(f"{form} {dtype} {layout} ") for s in specs), (form, dtype, layout)
+    # What a default run launches (recorded at SD shapes): NCHW's fixed long-row and short-row tiles and the split
+    # kernels; channels_last's one-tile and loop forms and the split kernels; in every dtype.
+    forms = [
+        ("group_norm_fused_kernel", "nchw", "4x2048"),
+        ("group_norm_fused_kernel", "nchw", "32x256"),
+        ("group_norm_partials_kernel", "nchw", ""),
+        ("group_norm_apply_kernel", "nchw", ""),
+        ("group_norm_fused_kernel", "channels_last", "one-tile"),
+        ("group_norm_partials_kernel", "channels_last", ""),
+        ("group_norm_apply_kernel", "channels_last", ""),
+    ]
+    for kernel, layout, detail in forms:
+        for dtype in ("float16", "bfloat16", "float32"):
+            assert any(
+                s["variant"].startswith(f"{kernel} {layout} {dtype} ") and detail in s["variant"] for s in specs
+            ), (kernel, layout, dtype, detail)

@@ -18,6 +18,12 @@ from sdkernels.kernels import group_norm as gn_kernel
 from sdkernels.tools import sd_shapes, traffic
 
 
+@pytest.fixture(autouse=True)
+def _gpu_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run NCHW on the fixed tiles a GPU launches (not the interpreter-only packed tiles the pipelines tests use)."""
+    monkeypatch.setattr(gn_kernel, "PACK_NCHW_WHEN_INTERPRETED", False)
+
+
 # ---------------------------------------------------------------------------------------------- byte counting
 class ByteCounter:
     """Every masked load/store the interpreter executes: (is_store, addresses of the mask-true lanes, itemsize).

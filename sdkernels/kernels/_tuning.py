@@ -43,6 +43,8 @@ class AotSpec:
     integer arguments listed in `divisible_by_16` get the divisibility hint the JIT would give them on a GPU;
     `equal_to_1` lists integer arguments the JIT would specialise as 1 (unit strides).
     `uses_dot` says the kernel is a matrix kernel that must use tensor cores (HMMA on sm_80, HGMMA on sm_90).
+    `notes["inner_trips"]`: how often a loop nested in the main loop runs per main-loop iteration (for the SASS
+    instruction count per iteration).
     """
 
     kernel: str
@@ -56,7 +58,37 @@ class AotSpec:
     divisible_by_16: tuple[str, ...] = ()
     equal_to_1: tuple[str, ...] = ()
     archs: tuple[int, ...] = (80, 90)
+    maxnreg: int | None = None  # the config's register cap per thread (ptx .maxnreg), as triton.Config carries it
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def runtime_params(kernel: Any) -> list[str]:
+    """The kernel's non-constexpr parameters in order, read from its own definition (jit, heuristics or autotune
+    wrapped; interpreted or not), so compile specs never carry a hand-copied signature."""
+    import inspect
+
+    fn = jit_fn(kernel)
+    python_fn = getattr(fn, "fn", fn)
+    return [
+        name
+        for name, param in inspect.signature(python_fn).parameters.items()
+        if "constexpr" not in str(param.annotation)
+    ]
+
+
+def aot_signature(
+    kernel: Any, pointer_types: dict[str, str], floats: tuple[str, ...] = (), wide: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Triton signature of every runtime parameter of `kernel`: the named pointers get their "*dtype", `floats`
+    "fp32", `wide` "i64", every other one "i32". Raises if a named parameter is not one of the kernel's."""
+    params = runtime_params(kernel)
+    unknown = (set(pointer_types) | set(floats) | set(wide)) - set(params)
+    if unknown:
+        raise ValueError(f"not runtime parameters of the kernel: {sorted(unknown)}")
+    return {
+        name: pointer_types.get(name) or ("fp32" if name in floats else "i64" if name in wide else "i32")
+        for name in params
+    }
 
 
 def jit_fn(kernel: Any) -> Any:

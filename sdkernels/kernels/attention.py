@@ -26,86 +26,23 @@ from sdkernels.kernels.attention_configs import (
     dot_precision,
     head_dim_pieces,
     keep_configs_for,
-    shipped_specs,
     uses_pieces_kernel,
 )
+from sdkernels.kernels.attention_tiles import load_rows, program_bases, softmax_step, store_rows
 
-LOG2E = tl.constexpr(1.4426950408889634)  # the softmax runs in exp2: e^x = 2^(x·log2 e)
+# EVEN_N: no key tile is partial. FOLD_SCALE: with no bias and a positive scale the running max is taken on the raw
+# scores and the scale enters the exp2 argument as one FFMA (max(s)·c = max(s·c) for c > 0), as in Triton's
+# fused-attention tutorial, instead of one FMUL per score.
 _LOG2E = 1.4426950408889634
-_EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
+_HEURISTICS = {
+    "EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0,
+    "FOLD_SCALE": lambda args: args["BIAS"] == "none" and args["qk_scale"] > 0,
+}
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
 
-@triton.jit
-def _load_rows(
-    base, rows, row_stride, n_rows, cols, HEAD_DIM: tl.constexpr, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr
-):
-    """Load the (rows, cols) tile of a row-major matrix with unit column stride; masked lanes read 0."""
-    ptrs = base + rows[:, None] * row_stride + cols[None, :]
-    if CHECK_ROWS:
-        if CHECK_COLS:
-            tile = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
-        else:
-            tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
-    else:
-        if CHECK_COLS:
-            tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
-        else:
-            tile = tl.load(ptrs)
-    return tile
-
-
-@triton.jit
-def _store_rows(base, rows, row_stride, n_rows, cols, tile, HEAD_DIM: tl.constexpr, CHECK_COLS: tl.constexpr):
-    ptrs = base + rows[:, None] * row_stride + cols[None, :]
-    if CHECK_COLS:
-        tl.store(ptrs, tile, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
-    else:
-        tl.store(ptrs, tile, mask=rows[:, None] < n_rows)
-
-
-@triton.jit
-def _softmax_step(
-    scores,
-    rows,
-    keys,
-    m_i,
-    l_i,
-    qk_scale,
-    bias_base,
-    stride_bm,
-    stride_bn,
-    Lq,
-    Lk,
-    BIAS: tl.constexpr,
-    EVEN_N: tl.constexpr,
-):
-    """One online-softmax step in log2 units: returns P = exp2(S - m_new), the rescale factor for the old
-    accumulators and the new running max / sum. A row with every key so far at -inf keeps m = -inf but uses 0
-    as its reference, so it produces P = 0 instead of exp2(-inf + inf) = NaN."""
-    scores = scores * qk_scale
-    if BIAS == "per_key":  # one bias row broadcast over the queries (key-padding masks): a 1-D load
-        if EVEN_N:
-            bias = tl.load(bias_base + keys * stride_bn)
-        else:
-            bias = tl.load(bias_base + keys * stride_bn, mask=keys < Lk, other=0.0)
-        scores += bias.to(tl.float32)[None, :] * LOG2E
-    elif BIAS == "per_query_key":
-        bias_ptrs = bias_base + rows[:, None] * stride_bm + keys[None, :] * stride_bn
-        bias = tl.load(bias_ptrs, mask=(rows[:, None] < Lq) & (keys[None, :] < Lk), other=0.0)
-        scores += bias.to(tl.float32) * LOG2E
-    if not EVEN_N:
-        scores = tl.where(keys[None, :] < Lk, scores, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(scores, 1))
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(scores - m_ref[:, None])
-    alpha = tl.math.exp2(m_i - m_ref)
-    l_new = l_i * alpha + tl.sum(p, 1)
-    return p, alpha, m_new, l_new
-
-
 @autotune(PIECES_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_EVEN_N)
+@triton.heuristics(_HEURISTICS)
 @triton.jit
 def _attention_pieces_kernel(
     Q,
@@ -129,6 +66,7 @@ def _attention_pieces_kernel(
     stride_ob,
     stride_oh,
     stride_om,
+    H,
     Lq,
     Lk,
     qk_scale,
@@ -140,6 +78,7 @@ def _attention_pieces_kernel(
     DOT_PRECISION: tl.constexpr,
     STRIDE_UNIT: tl.constexpr,
     EVEN_N: tl.constexpr,
+    FOLD_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -148,72 +87,112 @@ def _attention_pieces_kernel(
     # Finally O[:, piece_i] = acc_i / l (0 for a row whose every key was masked).
     D_START1: tl.constexpr = D_PIECE0
     D_START2: tl.constexpr = D_PIECE0 + D_PIECE1
-    # q/k/v/out strides arrive divided by STRIDE_UNIT (8 when they all divide by 8): multiplying back tells the
-    # compiler every row starts 16-byte aligned, so head dims like 40 (stride_h = 40) still get vectorised loads.
-    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_UNIT, stride_qh * STRIDE_UNIT, stride_qm * STRIDE_UNIT
-    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_UNIT, stride_kh * STRIDE_UNIT, stride_kn * STRIDE_UNIT
-    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_UNIT, stride_vh * STRIDE_UNIT, stride_vn * STRIDE_UNIT
-    stride_ob, stride_oh, stride_om = stride_ob * STRIDE_UNIT, stride_oh * STRIDE_UNIT, stride_om * STRIDE_UNIT
-    off_b = tl.program_id(2).to(tl.int64)
-    off_h = tl.program_id(1).to(tl.int64)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0, _, q_base, k_base, v_base, o_base, bias_base = program_bases(
+        Q,
+        K,
+        V,
+        Bias,
+        Out,
+        stride_qb,
+        stride_qh,
+        stride_qm,
+        stride_kb,
+        stride_kh,
+        stride_vb,
+        stride_vh,
+        stride_bb,
+        stride_bh,
+        stride_bm,
+        stride_ob,
+        stride_oh,
+        stride_om,
+        H,
+        Lq,
+        STRIDE_UNIT,
+        BLOCK_M,
+        1,
+    )
+    stride_qm, stride_kn, stride_vn, stride_om = (
+        stride_qm * STRIDE_UNIT,
+        stride_kn * STRIDE_UNIT,
+        stride_vn * STRIDE_UNIT,
+        stride_om * STRIDE_UNIT,
+    )
+    rows = tl.arange(0, BLOCK_M)  # in-tile offsets, int32
+    n_rows = Lq - m0
     cols0 = tl.arange(0, D_PIECE0)
-    q_base = Q + off_b * stride_qb + off_h * stride_qh
-    k_base = K + off_b * stride_kb + off_h * stride_kh
-    v_base = V + off_b * stride_vb + off_h * stride_vh
-    bias_base = Bias + off_b * stride_bb + off_h * stride_bh
 
-    q0 = _load_rows(q_base, rows, stride_qm, Lq, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
+    q0 = load_rows(q_base, rows, stride_qm, n_rows, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
     acc0 = tl.zeros((BLOCK_M, D_PIECE0), dtype=tl.float32)
     if D_PIECE1 > 0:
         cols1 = D_START1 + tl.arange(0, D_PIECE1)
-        q1 = _load_rows(q_base, rows, stride_qm, Lq, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
+        q1 = load_rows(q_base, rows, stride_qm, n_rows, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
         acc1 = tl.zeros((BLOCK_M, D_PIECE1), dtype=tl.float32)
     if D_PIECE2 > 0:
         cols2 = D_START2 + tl.arange(0, D_PIECE2)
-        q2 = _load_rows(q_base, rows, stride_qm, Lq, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
+        q2 = load_rows(q_base, rows, stride_qm, n_rows, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
         acc2 = tl.zeros((BLOCK_M, D_PIECE2), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
 
+    keys = tl.arange(0, BLOCK_N)
     for start_n in range(0, Lk, BLOCK_N):
-        keys = start_n + tl.arange(0, BLOCK_N)
-        k0 = _load_rows(k_base, keys, stride_kn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        n_keys = Lk - start_n
+        # 64-bit pointers at the key tile's first key (tl.cast: the interpreter's loop index is a Python int)
+        tile_start = tl.cast(start_n, tl.int64)
+        k_tile = k_base + tile_start * stride_kn
+        v_tile = v_base + tile_start * stride_vn
+        bias_tile = bias_base + tile_start * stride_bn
+        k0 = load_rows(k_tile, keys, stride_kn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
         scores = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
         if D_PIECE1 > 0:
-            k1 = _load_rows(k_base, keys, stride_kn, Lk, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            k1 = load_rows(k_tile, keys, stride_kn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
             scores = tl.dot(q1, tl.trans(k1), scores, input_precision=DOT_PRECISION)
         if D_PIECE2 > 0:
-            k2 = _load_rows(k_base, keys, stride_kn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
+            k2 = load_rows(k_tile, keys, stride_kn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(
-            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+        p, alpha, m_i, l_i = softmax_step(
+            scores,
+            rows,
+            keys,
+            m_i,
+            l_i,
+            qk_scale,
+            bias_tile,
+            stride_bm,
+            stride_bn,
+            n_rows,
+            n_keys,
+            BIAS,
+            EVEN_N,
+            FOLD_SCALE,
         )
         # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
         p = p.to(V.dtype.element_ty)
-        v0 = _load_rows(v_base, keys, stride_vn, Lk, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
+        v0 = load_rows(v_tile, keys, stride_vn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=DOT_PRECISION)
         if D_PIECE1 > 0:
-            v1 = _load_rows(v_base, keys, stride_vn, Lk, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
+            v1 = load_rows(v_tile, keys, stride_vn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=DOT_PRECISION)
         if D_PIECE2 > 0:
-            v2 = _load_rows(v_base, keys, stride_vn, Lk, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
+            v2 = load_rows(v_tile, keys, stride_vn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
             acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision=DOT_PRECISION)
 
     inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
-    o_base = Out + off_b * stride_ob + off_h * stride_oh
     out_ty = Out.dtype.element_ty
-    _store_rows(o_base, rows, stride_om, Lq, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM)
+    store_rows(
+        o_base, rows, stride_om, n_rows, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM
+    )
     if D_PIECE1 > 0:
-        _store_rows(
-            o_base, rows, stride_om, Lq, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_START2 > HEAD_DIM
+        store_rows(
+            o_base, rows, stride_om, n_rows, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_START2 > HEAD_DIM
         )
     if D_PIECE2 > 0:
-        _store_rows(
+        store_rows(
             o_base,
             rows,
             stride_om,
-            Lq,
+            n_rows,
             cols2,
             (acc2 * inv_l[:, None]).to(out_ty),
             HEAD_DIM,
@@ -222,7 +201,7 @@ def _attention_pieces_kernel(
 
 
 @autotune(DV_SPLIT_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_EVEN_N)
+@triton.heuristics(_HEURISTICS)
 @triton.jit
 def _attention_dv_split_kernel(
     Q,
@@ -246,6 +225,7 @@ def _attention_dv_split_kernel(
     stride_ob,
     stride_oh,
     stride_om,
+    H,
     Lq,
     Lk,
     qk_scale,
@@ -254,6 +234,7 @@ def _attention_dv_split_kernel(
     DOT_PRECISION: tl.constexpr,
     STRIDE_UNIT: tl.constexpr,
     EVEN_N: tl.constexpr,
+    FOLD_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     QK_CHUNK: tl.constexpr,
@@ -263,46 +244,81 @@ def _attention_dv_split_kernel(
     # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
     # then the same online softmax as the pieces kernel, acc = acc·α + P V[:, dv chunk]; O = acc / l.
     NUM_DV_CHUNKS: tl.constexpr = (HEAD_DIM + DV_CHUNK - 1) // DV_CHUNK
-    # q/k/v/out strides arrive divided by STRIDE_UNIT (8 when they all divide by 8): multiplying back tells the
-    # compiler every row starts 16-byte aligned, so head dims like 40 (stride_h = 40) still get vectorised loads.
-    stride_qb, stride_qh, stride_qm = stride_qb * STRIDE_UNIT, stride_qh * STRIDE_UNIT, stride_qm * STRIDE_UNIT
-    stride_kb, stride_kh, stride_kn = stride_kb * STRIDE_UNIT, stride_kh * STRIDE_UNIT, stride_kn * STRIDE_UNIT
-    stride_vb, stride_vh, stride_vn = stride_vb * STRIDE_UNIT, stride_vh * STRIDE_UNIT, stride_vn * STRIDE_UNIT
-    stride_ob, stride_oh, stride_om = stride_ob * STRIDE_UNIT, stride_oh * STRIDE_UNIT, stride_om * STRIDE_UNIT
-    off_b = tl.program_id(2).to(tl.int64)
-    off_h = tl.program_id(1).to(tl.int64)
-    pid_m = tl.program_id(0) // NUM_DV_CHUNKS
-    dv_cols = (tl.program_id(0) % NUM_DV_CHUNKS) * DV_CHUNK + tl.arange(0, DV_CHUNK)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_base = Q + off_b * stride_qb + off_h * stride_qh
-    k_base = K + off_b * stride_kb + off_h * stride_kh
-    v_base = V + off_b * stride_vb + off_h * stride_vh
-    bias_base = Bias + off_b * stride_bb + off_h * stride_bh
+    m0, chunk, q_base, k_base, v_base, o_base, bias_base = program_bases(
+        Q,
+        K,
+        V,
+        Bias,
+        Out,
+        stride_qb,
+        stride_qh,
+        stride_qm,
+        stride_kb,
+        stride_kh,
+        stride_vb,
+        stride_vh,
+        stride_bb,
+        stride_bh,
+        stride_bm,
+        stride_ob,
+        stride_oh,
+        stride_om,
+        H,
+        Lq,
+        STRIDE_UNIT,
+        BLOCK_M,
+        NUM_DV_CHUNKS,
+    )
+    stride_qm, stride_kn, stride_vn, stride_om = (
+        stride_qm * STRIDE_UNIT,
+        stride_kn * STRIDE_UNIT,
+        stride_vn * STRIDE_UNIT,
+        stride_om * STRIDE_UNIT,
+    )
+    dv_cols = chunk * DV_CHUNK + tl.arange(0, DV_CHUNK)
+    rows = tl.arange(0, BLOCK_M)  # in-tile offsets, int32
+    n_rows = Lq - m0
 
     acc = tl.zeros((BLOCK_M, DV_CHUNK), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for start_n in range(0, Lk, BLOCK_N):
+        # Key offsets stay int32 from the (batch, head) base here (Lk · row stride < 2³¹): per-tile 64-bit pointers
+        # cost this kernel the registers it lacks next to 256 accumulator columns (a 16-20 B spill at ragged Lk).
         keys = start_n + tl.arange(0, BLOCK_N)
+        n_keys = Lk
+        k_tile, v_tile, bias_tile = k_base, v_base, bias_base
         scores = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for d0 in range(0, HEAD_DIM, QK_CHUNK):
             qk_cols = d0 + tl.arange(0, QK_CHUNK)
-            q = _load_rows(q_base, rows, stride_qm, Lq, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
-            k = _load_rows(k_base, keys, stride_kn, Lk, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
+            q = load_rows(q_base, rows, stride_qm, n_rows, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
+            k = load_rows(k_tile, keys, stride_kn, n_keys, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
             scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = _softmax_step(
-            scores, rows, keys, m_i, l_i, qk_scale, bias_base, stride_bm, stride_bn, Lq, Lk, BIAS, EVEN_N
+        p, alpha, m_i, l_i = softmax_step(
+            scores,
+            rows,
+            keys,
+            m_i,
+            l_i,
+            qk_scale,
+            bias_tile,
+            stride_bm,
+            stride_bn,
+            n_rows,
+            n_keys,
+            BIAS,
+            EVEN_N,
+            FOLD_SCALE,
         )
-        v = _load_rows(v_base, keys, stride_vn, Lk, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
+        v = load_rows(v_tile, keys, stride_vn, n_keys, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
         acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
 
     inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
-    o_base = Out + off_b * stride_ob + off_h * stride_oh
-    _store_rows(
+    store_rows(
         o_base,
         rows,
         stride_om,
-        Lq,
+        n_rows,
         dv_cols,
         (acc * inv_l[:, None]).to(Out.dtype.element_ty),
         HEAD_DIM,
@@ -331,6 +347,7 @@ def _plan(
     fit one tile of a table config, Lk % BLOCK_N == 0, stride unit). Cached: computed once per class."""
     lk_class = lk if lk <= 128 else 256  # the table prefers a BLOCK_N that covers every key when Lk <= 128
     key = (arch, q.dtype, head_dim, bias, lk_class, unit, lk % 128 == 0, lk % 64 == 0, lk % 32 == 0, lk % 16 == 0)
+    key += (ints[-1] > 0,)  # FOLD_SCALE needs a positive scale
     plan = _plans.get(key)
     if plan is None:
         pieces = uses_pieces_kernel(head_dim, q.dtype)
@@ -384,7 +401,7 @@ def attention(
 def _tuned_grid(lq: int, head_dim: int, heads: int, batch: int):
     def grid(meta: dict) -> tuple[int, int, int]:
         chunks = -(-head_dim // meta["DV_CHUNK"]) if "DV_CHUNK" in meta else 1
-        return (-(-lq // meta["BLOCK_M"]) * chunks, heads, batch)
+        return (-(-lq // meta["BLOCK_M"]) * chunks * heads * batch, 1, 1)
 
     return grid
 
@@ -405,7 +422,7 @@ def _prepare(
     qkvo_strides = [*_outer_strides(q), *_outer_strides(k), *_outer_strides(v), *_outer_strides(out)]
     unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
     qkvo_strides = [s // unit for s in qkvo_strides]
-    ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], lq, lk, scale * _LOG2E)
+    ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], heads, lq, lk, scale * _LOG2E)
     tensors = (q, k, v, q if bias is None else bias, out)
     kind = "none" if bias is None else bias_kind(bias)
     plan = _plan(q, head_dim, kind, lk, unit, tensors, ints, arch_of(q.device))
@@ -413,9 +430,11 @@ def _prepare(
     programs_m = -(-lq // block_m)
     if "DV_CHUNK" in plan.constexprs:
         programs_m *= -(-head_dim // plan.constexprs["DV_CHUNK"])
-    return plan, (programs_m, heads, batch), ints
+    return plan, (programs_m * heads * batch, 1, 1), ints  # 1-D: batch·heads may pass grid y/z's 65,535
 
 
 def aot_specs() -> list[AotSpec]:
     """Every shipped (kernel, head dim, dtype, bias kind, EVEN_N, config) for the compile report."""
+    from sdkernels.kernels.attention_aot import shipped_specs  # spec building stays out of the launcher's import
+
     return shipped_specs(jit_fn(_attention_pieces_kernel), jit_fn(_attention_dv_split_kernel))

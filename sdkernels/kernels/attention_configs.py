@@ -4,14 +4,12 @@ every shipped configuration."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
 import triton
 
 from sdkernels.kernels import arch as arch_info
-from sdkernels.kernels._tuning import AotSpec
 
 # Head dims up to this run in the pieces kernel (Q and the fp32 accumulators held in registers); above it the
 # output head dim is split across the grid (dv-split kernel).
@@ -49,8 +47,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, **chunks}, num_warps=warps, num_stages=stages)
+def _cfg(
+    block_m: int, block_n: int, warps: int, stages: int, maxnreg: int | None = None, **chunks: int
+) -> triton.Config:
+    return triton.Config(
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, **chunks}, num_warps=warps, num_stages=stages, maxnreg=maxnreg
+    )
 
 
 # (architecture kind, dtype kind, head-dim bucket, per-query bias) -> configs, the most likely winner first (the
@@ -61,31 +63,32 @@ def _cfg(block_m: int, block_n: int, warps: int, stages: int, **chunks: int) -> 
 # varies along the queries is loaded as a (BLOCK_M, BLOCK_N) tile (one address per element when its rows are not
 # 16-byte aligned), which needs smaller tiles than no bias or a per-key bias row.
 PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
-    ("sm80", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 2)],
-    ("sm80", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 3)],
-    ("sm80", "half", 256, False): [_cfg(64, 64, 8, 2), _cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],
-    ("sm90", "half", 64, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm90", "half", 128, False): [_cfg(128, 64, 8, 3), _cfg(128, 128, 8, 2), _cfg(64, 64, 4, 3)],
-    ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2), _cfg(128, 32, 8, 3)],
+    ("sm80", "half", 64, False): [_cfg(64, 64, 4, 2), _cfg(128, 64, 8, 3)],  # 128x64 maxnreg=128 spills with a bias
+    ("sm80", "half", 128, False): [_cfg(64, 64, 4, 3), _cfg(128, 32, 8, 3)],
+    ("sm80", "half", 256, False): [_cfg(128, 32, 8, 2), _cfg(64, 32, 4, 3)],  # 64x64 w8 spills 12 B (ragged Lk)
+    ("sm90", "half", 64, False): [_cfg(64, 128, 4, 2), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 128, False): [_cfg(64, 128, 4, 2), _cfg(128, 64, 8, 3), _cfg(64, 64, 4, 3)],
+    ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(128, 32, 8, 3)],  # 64x64 w4 spills 12 B (ragged Lk)
     ("small", "half", 64, False): [_cfg(128, 64, 8, 2), _cfg(64, 128, 4, 2), _cfg(64, 64, 4, 2)],
     ("small", "half", 128, False): [_cfg(128, 32, 8, 2), _cfg(64, 64, 4, 2)],  # 64x128 spills 16 B on sm_86 at D=80
     ("small", "half", 256, False): [_cfg(64, 32, 4, 2)],
     ("sm80", "half", 64, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("sm80", "half", 128, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
-    ("sm80", "half", 256, True): [_cfg(64, 32, 4, 2), _cfg(64, 16, 4, 2)],
+    ("sm80", "half", 256, True): [_cfg(64, 16, 4, 2)],  # 64x32 spills 16 B at ragged Lk
     ("sm90", "half", 64, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("sm90", "half", 128, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("sm90", "half", 256, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("small", "half", 64, True): [_cfg(64, 32, 4, 2)],
     ("small", "half", 128, True): [_cfg(64, 32, 4, 2)],
-    ("small", "half", 256, True): [_cfg(64, 32, 4, 2)],
+    ("small", "half", 256, True): [_cfg(64, 16, 4, 2)],  # 64x32 spills 24 B at ragged Lk
 }
 DV_SPLIT_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("sm80", "half", 512, False): [
         _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
         _cfg(64, 64, 4, 2, QK_CHUNK=64, DV_CHUNK=128),
     ],
-    ("sm90", "half", 512, False): [
+    ("sm90", "half", 512, False): [  # 1 stage: the 8 QKᵀ slices unroll (683 vs 1259 instructions per key tile)
+        _cfg(128, 64, 8, 1, QK_CHUNK=64, DV_CHUNK=256),
         _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=256),
         _cfg(128, 64, 8, 2, QK_CHUNK=64, DV_CHUNK=128),
     ],
@@ -144,101 +147,3 @@ def keep_configs_for(configs: list[triton.Config], named_args: dict[str, Any]) -
     kept = [c for c in table.get(key, []) if any(c is candidate for candidate in configs)]
     one_tile = [c for c in kept if c.kwargs["BLOCK_N"] >= named_args["Lk"]]
     return one_tile or kept
-
-
-# ------------------------------------------------------------------------------------ ahead-of-time compile specs
-AOT_HEAD_DIMS = (40, 64, 80, 160, 512)
-_ARCH_OF_KIND = {"sm80": (80,), "sm90": (90,), "small": (86,), "any": (80, 86, 90)}
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
-def _sd_call_args(head_dim: int, bias: str, even_n: bool) -> dict[str, int]:
-    """Integer arguments of a representative SD call (q/k/v as view+transpose of (B, L, H*D) projections, a
-    (B, 1, 1, Lk) key-padding or a full (B, H, Lq, Lk) bias), so the specs get the divisibility / unit-stride
-    specialisation the JIT would give them."""
-    heads, lq = (1 if head_dim > MAX_PIECES_HEAD_DIM else 8), 4096
-    lk = lq if even_n else 77
-    q = torch.empty(2, lq, heads * head_dim, device="meta").view(2, lq, heads, head_dim).transpose(1, 2)
-    kv = torch.empty(2, lk, heads * head_dim, device="meta").view(2, lk, heads, head_dim).transpose(1, 2)
-    bias_shape = {"none": None, "per_key": (2, 1, 1, lk), "per_query_key": (2, heads, lq, lk)}[bias]
-    bias_strides = (
-        (0,) * 4 if bias_shape is None else torch.empty(bias_shape, device="meta").expand(2, heads, lq, lk).stride()
-    )
-    unit = 8  # every SD head dim is a multiple of 8, so the q/k/v/out strides travel divided by 8
-    qkv = [s // unit for s in (*q.stride()[:3], *kv.stride()[:3], *kv.stride()[:3])]
-    values = [*qkv, *bias_strides, *(s // unit for s in q.stride()[:3]), lq, lk]
-    names = [
-        "stride_qb",
-        "stride_qh",
-        "stride_qm",
-        "stride_kb",
-        "stride_kh",
-        "stride_kn",
-        "stride_vb",
-        "stride_vh",
-        "stride_vn",
-        "stride_bb",
-        "stride_bh",
-        "stride_bm",
-        "stride_bn",
-        "stride_ob",
-        "stride_oh",
-        "stride_om",
-        "Lq",
-        "Lk",
-    ]
-    return dict(zip(names, values, strict=True))
-
-
-def shipped_specs(pieces_fn: Any, dv_split_fn: Any) -> list[AotSpec]:
-    """Every shipped (kernel, head dim, dtype, bias kind, EVEN_N, config), given the two bare jit functions."""
-    specs = []
-    for dtype_kind, dtypes in (("half", (torch.float16, torch.bfloat16)), ("fp32", (torch.float32,))):
-        for head_dim, dtype, bias, even_n in itertools.product(AOT_HEAD_DIMS, dtypes, BIAS_KINDS, (True, False)):
-            pieces_kernel = uses_pieces_kernel(head_dim, dtype)
-            table = PIECES_TABLE if pieces_kernel else DV_SPLIT_TABLE
-            ints = _sd_call_args(head_dim, bias, even_n)
-            pointer = f"*{_TRITON_DTYPE[dtype]}"
-            signature = {
-                **dict.fromkeys(("Q", "K", "V", "Bias", "Out"), pointer),
-                **dict.fromkeys(ints, "i32"),
-                "qk_scale": "fp32",
-            }
-            constexprs = {
-                "HEAD_DIM": head_dim,
-                "BIAS": bias,
-                "DOT_PRECISION": dot_precision(dtype),
-                "STRIDE_UNIT": 8,
-                "EVEN_N": even_n,
-            }
-            if pieces_kernel:
-                constexprs.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
-            wanted = (dtype_kind, head_dim_bucket(head_dim, dtype), bias == "per_query_key")
-            for (arch, *kind_bucket_bias), configs in table.items():
-                if tuple(kind_bucket_bias) != wanted:
-                    continue
-                for index, config in enumerate(configs):
-                    specs.append(
-                        AotSpec(
-                            kernel="attention",
-                            fn=pieces_fn if pieces_kernel else dv_split_fn,
-                            variant=f"d{head_dim}-{_TRITON_DTYPE[dtype]}-bias_{bias}-"
-                            f"{'even' if even_n else 'ragged'}-{arch}-cfg{index}",
-                            signature=signature,
-                            constexprs={**constexprs, **config.kwargs},
-                            num_warps=config.num_warps,
-                            num_stages=config.num_stages,
-                            uses_dot=dtype_kind == "half",
-                            divisible_by_16=(
-                                "Q",
-                                "K",
-                                "V",
-                                "Bias",
-                                "Out",
-                                *(name for name, value in ints.items() if value % 16 == 0),
-                            ),
-                            equal_to_1=tuple(name for name, value in ints.items() if value == 1),
-                            archs=_ARCH_OF_KIND[arch],
-                        )
-                    )
-    return specs

@@ -46,6 +46,11 @@ FORCE_SPLIT: int | None = None  # tests: split every group into about this many 
 # Groups per program policy (small groups). Module-level so tests can pin it (FORCE_GROUPS_PER_PROGRAM).
 MIN_PROGRAMS_PER_SM = 2  # on a GPU, pack groups only while the grid keeps this many programs per SM
 FORCE_GROUPS_PER_PROGRAM: int | None = None  # tests: this bound (a power of two) instead of the policy's
+# Under the interpreter (no GPU: sm_count None) programs run one after another at ~10-50 ms of Python each and
+# compile counts mean nothing, so NCHW takes the CPG-shaped tiles that pack a sample's small groups into one program
+# (the geometry channels_last uses on a GPU) instead of one program per group: a tiny pipeline's GroupNorm runs ~10x
+# faster. The GroupNorm op tests set this False to execute the fixed NCHW tiles a GPU launches.
+PACK_NCHW_WHEN_INTERPRETED = True
 
 
 # ------------------------------------------------------------------------------------------------------- policy
@@ -136,7 +141,14 @@ def group_norm_silu(
         silu,
         recorded_arch(),
         # the policy knobs (tests pin them): a changed policy must not reuse a plan made under another
-        (FORCE_SPLIT, FORCE_GROUPS_PER_PROGRAM, MIN_ELEMENTS_PER_PROGRAM, CHUNK_ALIGN, DEFAULT_SM_COUNT),
+        (
+            FORCE_SPLIT,
+            FORCE_GROUPS_PER_PROGRAM,
+            MIN_ELEMENTS_PER_PROGRAM,
+            CHUNK_ALIGN,
+            DEFAULT_SM_COUNT,
+            PACK_NCHW_WHEN_INTERPRETED,
+        ),
     )
     launches = _cache.get(key, _MISSING)
     if launches is _MISSING:
@@ -220,6 +232,7 @@ def _plan_launches(
     )
     flags = {"HAS_WEIGHT": has_weight, "HAS_BIAS": has_bias, "HAS_ADD": has_add, "SILU": silu}
     sms = sm_count(x.device)
+    args["PACK_NCHW"] = sms is None and PACK_NCHW_WHEN_INTERPRETED  # read by the tile heuristics, not a kernel arg
     chunk = split_chunk(n_groups, cpg, spatial, sms or DEFAULT_SM_COUNT)
     if chunk is None:
         bound = max_groups_per_program(batch, num_groups, sms)

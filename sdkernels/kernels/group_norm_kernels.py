@@ -38,8 +38,12 @@ LONG_BLOCK_S = 2048  # (4, 2048) at TILE 8192: 16-byte loads along S
 SHORT_BLOCK_S = 256  # (32, 256) at TILE 8192: rows of 16x16 latents and below
 
 
+LOOP_MAX_TILE = 4096  # channels_last loops and split kernels
+
+
 def _nchw(args: dict[str, Any]) -> bool:
-    return args["stride_xs"] == 1
+    """NCHW's fixed tile, unless the launcher asks for CPG-shaped packed tiles (PACK_NCHW: interpreted runs only)."""
+    return args["stride_xs"] == 1 and not args.get("PACK_NCHW", False)
 
 
 def _nchw_block_s(args: dict[str, Any]) -> int:
@@ -70,6 +74,10 @@ def _prune_tiles(max_block_s: Any) -> Any:
         if _nchw(args):
             return configs  # fixed geometry: the biggest tile, whatever the shape
         needed = _pow2(args["CPG"]) * max_block_s(args)
+        if "chunk_s" in args or needed > configs[0].kwargs["TILE"] * args.get("MAX_GROUPS_PER_PROGRAM", 1):
+            # channels_last loops over a group bigger than a tile: with CPG a runtime int the 8192-element tile
+            # spills on sm_80/sm_90 (compile report), so loops use the smaller tiles.
+            configs = [c for c in configs if c.kwargs["TILE"] <= LOOP_MAX_TILE]
         return [c for c in configs if c.kwargs["TILE"] <= needed] or configs[-1:]  # the last has the smallest tile
 
     return prune

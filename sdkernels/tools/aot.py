@@ -1,7 +1,8 @@
 """Compile one shipped kernel configuration (an `AotSpec`) for sm_80 or sm_90 on a machine with no GPU, and
 measure what the GPU would see: registers and spills (`ptxas -v` of the ptxas shipped in the triton wheel),
 shared memory (Triton's dynamic + ptxas' static), resident CTAs per SM (the CUDA occupancy calculator's rules)
-and the tensor-core instruction in the SASS (`nvdisasm`). Results are cached on disk.
+and the tensor-core instruction in the SASS (`nvdisasm`). Measurements are reused from the committed file or the
+local cache (sdkernels.tools.aot_cache, which also defines the portable key).
 
 The kernels must be real JITFunctions, so this runs where TRITON_INTERPRET is off; `sdkernels.tools.compile_report`
 starts such worker processes for you.
@@ -10,10 +11,7 @@ starts such worker processes for you.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
-import os
 import re
 import subprocess
 import tempfile
@@ -30,6 +28,8 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from sdkernels.kernels._tuning import AotSpec
+from sdkernels.tools import aot_cache
+from sdkernels.tools.sass import main_loop_report, per_iteration
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,18 @@ class AotResult:
     ctas_per_sm: int | None = None
     occupancy_limit: str = ""  # which resource caps ctas_per_sm
     tensor_core: str = ""  # "HGMMA", "HMMA" or "none"
+    maxnreg: int | None = None
+    # SASS instruction mix per warp (sdkernels.tools.sass): one main-loop iteration (a key tile, a K step; a nested
+    # loop counted `inner_trips` times), the whole kernel, and the nested loop's own body.
+    loop_mix: dict[str, int] = field(default_factory=dict)
+    loop_body: dict[str, int] = field(default_factory=dict)  # the main loop's body as it stands in the SASS
+    kernel_mix: dict[str, int] = field(default_factory=dict)
+    inner_mix: dict[str, int] = field(default_factory=dict)
+    epilogue_mix: dict[str, int] = field(default_factory=dict)  # everything after the main loop
     specialised: dict[str, list[str]] = field(default_factory=dict)  # what the JIT's binder specialised
     cached: bool = False
+    cache_source: str = ""  # "committed" (tests/aot_measurements.json), "local" (the user cache) or "" (compiled)
+    cache_key: str = ""  # sdkernels.tools.aot_cache.cache_key: what the measurement is filed under
     seconds: float = 0.0
     error: str = ""
 
@@ -170,6 +180,8 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
         "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
         "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
     }
+    if spec.maxnreg is not None:
+        launch["maxnreg"] = spec.maxnreg
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(**args, **spec.constexprs, **launch)
@@ -242,15 +254,19 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
         cubin = Path(tmp, "kernel.cubin")
         cubin.write_bytes(ck.asm["cubin"])
         usage = _run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)])
-        # Disassembly is slow for big kernels; PTX without any mma instruction cannot give tensor-core SASS.
-        sass = _run([_tool("nvdisasm"), "-c", str(cubin)]) if "mma" in ck.asm["ptx"] else ""
+        sass = _run([_tool("nvdisasm"), "-c", str(cubin)])
     registers = int(re.search(r"Used (\d+) registers", ptxas_log).group(1))
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", ptxas_log)
     cubin_registers, static_shared = (int(v) for v in re.search(r"REG:(\d+).*?SHARED:(\d+)", usage).groups())
     if cubin_registers != registers:
         raise RuntimeError(f"ptxas -v says {registers} registers but the cubin uses {cubin_registers}")
     tensor_core = next((op for op in ("HGMMA", "HMMA") if re.search(rf"\b{op}\b", sass)), "none")
+    loops = main_loop_report(sass)
     return {
+        "loop_body": loops["loop"],
+        "kernel_mix": loops["kernel"],
+        "inner_mix": loops["inner"],
+        "epilogue_mix": loops["after"],
         "registers": registers,
         "spill_stores": int(spills.group(1)),
         "spill_loads": int(spills.group(2)),
@@ -260,30 +276,6 @@ def measure(ck: Any, arch: int, options: Any, ptxas_log: str = "") -> dict[str, 
     }
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(os.environ.get("SDKERNELS_AOT_CACHE") or os.path.join(root, "sdkernels", "aot"))
-
-
-# Part of every cache key, so a change to how this module measures invalidates the cached measurements.
-_THIS_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-
-
-def _cache_key(spec: AotSpec, arch: int, bound: tuple[dict, dict, dict, Any]) -> str:
-    signature, constexprs, attrs, options = bound
-    material = [
-        spec.fn.cache_key,
-        signature,
-        repr(sorted(constexprs.items())),
-        repr(sorted(attrs.items())),
-        repr(sorted(options.__dict__.items())),
-        arch,
-        triton.__version__,
-        _THIS_SOURCE,
-    ]
-    return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
-
-
 def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: bool = False) -> AotResult | None:
     """Compile `spec` for sm_`arch` (80 or 90) the way the JIT would on that GPU and measure it. With
     `cache_only`, return the cached result or None instead of compiling."""
@@ -291,27 +283,29 @@ def compile_spec(spec: AotSpec, arch: int, use_cache: bool = True, cache_only: b
     target = GPUTarget("cuda", arch, 32)
     bound = bind_like_jit(spec, target)
     signature, constexprs, attrs, options = bound
-    path = cache_dir() / f"{_cache_key(spec, arch, bound)}.json"
-    measured = json.loads(path.read_text()) if use_cache and path.is_file() else None
-    cached = measured is not None
+    key = aot_cache.cache_key(spec, arch, bound)
+    measured, source = aot_cache.lookup(key) if use_cache else (None, "")
     if measured is None:
         if cache_only:
             return None
         ck, ptxas_log = compile_with_ptxas_log(ASTSource(spec.fn, signature, constexprs, attrs), target, options)
         measured = measure(ck, arch, options, ptxas_log)
         measured["specialised"] = _specialised(spec.fn, signature, attrs, spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(measured))
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+        aot_cache.store(key, measured)
     ctas, limiter = resident_ctas(arch, measured["registers"], measured["shared_bytes"], spec.num_warps)
     return AotResult(
         **identity(spec, arch),
         **measured,
+        maxnreg=spec.maxnreg,
+        loop_mix=per_iteration(
+            {"loop": measured["loop_body"], "inner": measured["inner_mix"]}, spec.notes.get("inner_trips", 1)
+        ),
         shared_limit=LIMITS[arch].shared_per_block,
         ctas_per_sm=ctas,
         occupancy_limit=limiter,
-        cached=cached,
+        cached=bool(source),
+        cache_source=source,
+        cache_key=key,
         seconds=round(time.perf_counter() - start, 2),
     )
 

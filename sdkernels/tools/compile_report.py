@@ -56,6 +56,8 @@ TABLE_COLUMNS = (
     "smem B / limit",
     "CTAs/SM (limit)",
     "tensor core",
+    "main loop / iteration (per warp)",
+    "kernel instr",
     "status",
 )
 
@@ -300,9 +302,22 @@ def collect(
     return rows, notes, errors
 
 
+def loop_cell(mix: dict[str, int]) -> str:
+    """One main-loop iteration's instruction mix in a few words: total, MMAs (with shape), MUFU, FP32 ALU,
+    integer/address, loads (global / async copy / shared / TMA), barriers."""
+    if not mix:
+        return "no loop"
+    shapes = ",".join(f"{count} {name[4:]}" for name, count in mix.items() if name.startswith("mma:"))
+    loads = "/".join(str(mix.get(name, 0)) for name in ("ldg", "ldgsts", "lds", "tma"))
+    return (
+        f"{mix['total']}: {shapes or '0 MMA'}; {mix.get('mufu', 0)} MUFU, {mix.get('fp32', 0)} FP32, "
+        f"{mix.get('int', 0)} INT, ld g/cp/s/tma {loads}, {mix.get('barrier', 0)} BAR"
+    )
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
     measured = (
-        ["-"] * 5
+        ["-"] * 7
         if row["error"]
         else [
             str(row["registers"]),
@@ -310,6 +325,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
             f"{row['shared_bytes']} / {row['shared_limit']}",
             f"{row['ctas_per_sm']} ({row['occupancy_limit']})",
             row["tensor_core"],
+            loop_cell(row["loop_mix"]),
+            str(row["kernel_mix"].get("total", "-")),
         ]
     )
     return [
