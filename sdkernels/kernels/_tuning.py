@@ -24,9 +24,17 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
             raise ValueError("sdkernels: no autotune config fits these arguments")
         return kept[:1] if INTERPRET else kept
 
+    if INTERPRET:
+        # One candidate survives, so there is nothing to compare; triton < 3.7 would still time it, which needs a
+        # GPU driver. Report a zero timing without running it (the launch that follows runs the kernel once).
+        kwargs.setdefault("do_bench", _no_benchmark)
     return triton.autotune(
         configs=list(configs), key=key, prune_configs_by={"early_config_prune": early_prune}, **kwargs
     )
+
+
+def _no_benchmark(kernel_call: Callable[[], Any], quantiles: Sequence[float]) -> list[float]:
+    return [0.0] * len(quantiles)
 
 
 @dataclass(frozen=True)
