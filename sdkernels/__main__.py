@@ -1,4 +1,4 @@
-"""`python -m sdkernels demo | compile-report | traffic [args]`."""
+"""`python -m sdkernels demo | compile-report | traffic | versions | gpu-check [args]`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ COMMANDS = {
         "needed) and report registers, spills, shared memory, MMA",
     ),
     "traffic": ("sdkernels.tools.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
+    "versions": ("sdkernels._versions", "installed torch/triton/diffusers, supported floors, version paths"),
+    "gpu-check": ("sdkernels.tools.gpu_check", "one-command GPU check: tests, op sweep, benches, SD1.5 step"),
 }
 
 

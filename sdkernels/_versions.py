@@ -12,7 +12,7 @@ import importlib.metadata
 import re
 
 # Oldest versions tested (keep in sync with pyproject.toml and .ci/constraints-floor.txt).
-FLOORS: dict[str, tuple[int, ...]] = {"torch": (2, 11), "triton": (3, 6), "diffusers": (0, 33), "transformers": (4, 51)}
+FLOORS: dict[str, tuple[int, ...]] = {"torch": (2, 11), "triton": (3, 6), "diffusers": (0, 30), "transformers": (4, 44)}
 
 
 def parse(version: str) -> tuple[int, ...]:
@@ -50,15 +50,42 @@ def out_of_range() -> list[str]:
     return lines
 
 
+def conv_act_path() -> str:
+    """How conv_norm_out + conv_act is fused with the installed diffusers (see integrations/norms.py)."""
+    try:
+        from diffusers.models import activations
+    except ImportError:
+        return "diffusers not installed"
+    if getattr(activations, "ACTIVATION_FUNCTIONS", None):
+        return "GroupNorm fused, SiLU kept (this diffusers shares one SiLU module process-wide)"
+    return "GroupNorm+SiLU fused, conv_act an identity"
+
+
 def version_paths() -> dict[str, str]:
     """Installed versions and the version-dependent path each one selects (for the patch report / GPU check)."""
     paths = {
         "versions": ", ".join(f"{p} {installed(p) or 'not installed'}" for p in ("torch", "triton", "diffusers")),
-        "autotune": "lone config launched directly"
+        "interpreter autotune": "lone config launched directly"
         if autotuner_skips_single_config()
         else "lone config via a no-op benchmark (triton < 3.7)",
+        "conv_norm_out": conv_act_path(),
     }
     problems = out_of_range()
     if problems:
         paths["unsupported"] = "; ".join(problems)
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sdkernels versions`: what is installed, the supported floors, and the paths they select."""
+    import sys
+
+    print(f"python {sys.version.split()[0]}")
+    for package in ("torch", "triton", "diffusers", "transformers", "huggingface_hub", "numpy"):
+        floor = FLOORS.get(package)
+        supported = f" (supported >= {'.'.join(map(str, floor))})" if floor else ""
+        print(f"{package} {installed(package) or 'not installed'}{supported}")
+    for name, path in version_paths().items():
+        if name != "versions":
+            print(f"{name}: {path}")
+    return 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from sdkernels._versions import version_paths
+
 
 @dataclass(frozen=True)
 class SiteResult:
@@ -25,6 +27,8 @@ class PatchReport:
     paths: dict[str, str] = field(default_factory=dict)  # component -> kernel path on its current device
     notes: list[str] = field(default_factory=list)
     plumbing: list[nn.Module] = field(default_factory=list, repr=False)  # patched by rules not shown in the table
+    # installed torch/triton/diffusers and the version-dependent path each selects (sdkernels/_versions.py)
+    versions: dict[str, str] = field(default_factory=version_paths)
 
     def count(self, kind: str | None = None, status: str = "patched", component: str | None = None) -> int:
         return sum(
@@ -66,4 +70,5 @@ class PatchReport:
         for kind, site, reason in details:
             lines.append(f"note: {kind}/{site}: {reason}")
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(f"{name}: {value}" for name, value in self.versions.items())
         return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any
 import triton
 
 from sdkernels._dispatch import INTERPRET
+from sdkernels._versions import autotuner_skips_single_config
 
 ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
 
@@ -24,7 +25,7 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
             raise ValueError("sdkernels: no autotune config fits these arguments")
         return kept[:1] if INTERPRET else kept
 
-    if INTERPRET:
+    if INTERPRET and not autotuner_skips_single_config():
         # One candidate survives, so there is nothing to compare; triton < 3.7 would still time it, which needs a
         # GPU driver. Report a zero timing without running it (the launch that follows runs the kernel once).
         kwargs.setdefault("do_bench", _no_benchmark)
