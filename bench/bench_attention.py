@@ -5,7 +5,7 @@ forced: flash, mem-efficient, cuDNN), xformers when installed, optionally SDPA's
 TFLOP/s (4*B*H*Lq*Lk*D). Writes bench/results/kernels.csv and attention.png. Without CUDA: says so, runs the
 compile report, exits 0.
 
-    python bench/bench_attention.py [--models sd15] [--match vae] [--math]
+    python -m bench.bench_attention [--models sd15] [--match vae] [--math]
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ import importlib.util
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` and `sdkernels` without installing
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
-
-from bench.common import DTYPES, Case, Inputs, base_parser, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference  # noqa: E402
-from sdkernels.kernels import attention_configs  # noqa: E402
-from sdkernels.tools import sd_shapes, traffic  # noqa: E402
+from bench.common import DTYPES, Case, Inputs, base_parser, run_benchmark, select
+from sdkernels import ops, reference
+from sdkernels.kernels import attention_configs
+from sdkernels.tools import sd_shapes, traffic
 
 KERNEL = "attention"
 FORCED_BACKENDS = {

@@ -6,7 +6,7 @@ request). CUDA-event time per call after warm-up, it/s, peak memory (torch.cuda.
 calls, weights included), and the largest output difference vs the default. Writes bench/results/e2e.csv.
 Without CUDA: says so, runs the compile report, exits 0.
 
-    python bench/bench_e2e.py [--models sd15-unet,vae-512] [--no-compile] [--iters 10]
+    python -m bench.bench_e2e [--models sd15-unet,vae-512] [--no-compile] [--iters 10]
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` and `sdkernels` without installing
+import torch
 
-import torch  # noqa: E402
-
-import sdkernels  # noqa: E402
-from bench.common import DTYPES, RESULTS, environment, no_cuda, save_rows  # noqa: E402
-from sdkernels._dispatch import fallback_counts, reset_fallback_counts  # noqa: E402
-from sdkernels.testing.demo import time_calls  # noqa: E402
-from sdkernels.tools import sd_shapes  # noqa: E402
+import sdkernels
+from bench.common import DTYPES, ENVIRONMENT_COLUMNS, RESULTS, environment, no_cuda, save_rows
+from bench.timing import time_calls
+from sdkernels._dispatch import fallback_counts, reset_fallback_counts
+from sdkernels.tools import sd_shapes
 
 VARIANTS = ("default", "patched", "patched+compile", "default+compile")
 DEFAULT_VARIANTS = ("default", "patched", "patched+compile")
@@ -53,12 +51,7 @@ E2E_COLUMNS = (
     "patched_sites",
     "fallbacks",
     "iters",
-    "gpu_name",
-    "torch",
-    "triton",
-    "diffusers",
-    "sdkernels",
-    "timestamp",
+    *ENVIRONMENT_COLUMNS,
 )
 E2E_KEY = ("workload", "variant", "dtype", "gpu_name")
 

@@ -4,22 +4,19 @@ projections), vs eager diffusers (F.linear -> chunk -> F.gelu -> mul), optionall
 (--inductor). Headline metric TFLOP/s of the projection (2*M*dim*2*inner). Writes bench/results/kernels.csv and
 geglu.png. Without CUDA: says so, runs the compile report, exits 0.
 
-    python bench/bench_geglu.py [--models sd15,sdxl] [--inductor] [--limit 2]
+    python -m bench.bench_geglu [--models sd15,sdxl] [--inductor] [--limit 2]
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` and `sdkernels` without installing
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference  # noqa: E402
-from sdkernels.tools import sd_shapes, traffic  # noqa: E402
+from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select
+from sdkernels import ops, reference
+from sdkernels.tools import sd_shapes, traffic
 
 KERNEL = "geglu"
 

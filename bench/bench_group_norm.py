@@ -3,23 +3,20 @@
 optionally vs torch.compile of the eager sequence (--inductor). Writes bench/results/kernels.csv and
 group_norm_silu.png. Without CUDA: says so, runs the compile report, exits 0.
 
-    python bench/bench_group_norm.py [--models sd15,sdxl] [--layouts nchw] [--inductor] [--limit 5]
+    python -m bench.bench_group_norm [--models sd15,sdxl] [--layouts nchw] [--inductor] [--limit 5]
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` and `sdkernels` without installing
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select  # noqa: E402
-from sdkernels import ops, reference  # noqa: E402
-from sdkernels.kernels import group_norm as gn_kernel  # noqa: E402
-from sdkernels.tools import sd_shapes, traffic  # noqa: E402
+from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select
+from sdkernels import ops, reference
+from sdkernels.kernels import group_norm as gn_kernel
+from sdkernels.tools import sd_shapes, traffic
 
 KERNEL = "group_norm_silu"
 LAYOUTS = ("nchw", "channels_last")

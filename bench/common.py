@@ -24,6 +24,7 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 NO_CUDA_MESSAGE = "no CUDA device: GPU timings skipped"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+ENVIRONMENT_COLUMNS = ("gpu_name", "torch", "triton", "diffusers", "sdkernels", "timestamp")  # environment()'s keys
 KEY_COLUMNS = ("kernel", "provider", "shape", "dtype", "layout", "gpu_name")
 CSV_COLUMNS = (
     "kernel",
@@ -46,12 +47,7 @@ CSV_COLUMNS = (
     "max_abs_err_fp32",
     "max_abs_diff_vs_sdkernels",
     "note",
-    "gpu_name",
-    "torch",
-    "triton",
-    "diffusers",
-    "sdkernels",
-    "timestamp",
+    *ENVIRONMENT_COLUMNS,
 )
 
 Timer = Callable[[Callable[[], Any]], tuple[float, float, float]]

@@ -1,7 +1,7 @@
 """Re-draw the speedup plots from bench/results/kernels.csv: one PNG per (kernel, dtype) with sdkernels' speedup
 over each baseline per shape, for one GPU (by default the GPU of the most recent row).
 
-    python bench/plot.py [--csv bench/results/kernels.csv] [--gpu "NVIDIA H100 80GB HBM3"]
+    python -m bench.plot [--csv bench/results/kernels.csv] [--gpu "NVIDIA H100 80GB HBM3"]
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` without installing
-
-from bench.common import RESULTS, plot_path, plot_speedups, read_rows  # noqa: E402
+from bench.common import RESULTS, plot_path, plot_speedups, read_rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,96 +1,55 @@
-"""ControlNet with your local SD1.5 / SDXL base model and ControlNet, unpatched vs patched with sdkernels.
+"""ControlNet with sdkernels: `patch(pipe)` takes over the ControlNet's sites as well as the UNet's and the VAE's.
 
-    python examples/controlnet.py /models/stable-diffusion-v1-5 --controlnet /models/sd-controlnet-canny \\
-        --image edges.png
-
-`sdkernels.patch(pipe)` patches the ControlNet as well as the UNet and the VAE (it walks every model component).
-Nothing is downloaded (local_files_only=True); single files need --config (see examples/txt2img.py). Without
---image, a synthetic canny-like edge map is used. Without CUDA, or without both paths, it says what it needs and runs
-the tiny random-weight ControlNet pipeline instead.
+python examples/controlnet.py /path/to/sd15 --controlnet /path/to/sd-controlnet-canny --image edges.png
+python examples/controlnet.py                  # no paths: a tiny random-weight ControlNet pipeline (offline)
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
 
 import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+from PIL import Image
 
-# On CPU the kernels can only run through Triton's interpreter, which must be switched on before Triton is imported.
-if not torch.cuda.is_available() and "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from diffusers import (  # noqa: E402
-    ControlNetModel,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionXLControlNetPipeline,
-)
-from PIL import Image  # noqa: E402
-
-# The examples folder is on sys.path when this runs as `python examples/controlnet.py`.
-from txt2img import DTYPES, base_parser, compare_and_save, explain_fallback, load_pipeline, tiny_settings  # noqa: E402
-
-from sdkernels.testing.tiny import make_control_image, make_controlnet_pipeline, run_pipeline  # noqa: E402
+import sdkernels
 
 
-def load_controlnet(path: Path, dtype: torch.dtype, config: Path | None) -> ControlNetModel:
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist (expected a diffusers ControlNet folder or a .safetensors file)")
-    try:
-        if path.is_dir():
-            return ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-        return ControlNetModel.from_single_file(
-            path, config=str(config) if config else None, torch_dtype=dtype, local_files_only=True
-        )
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"could not load the ControlNet {path} from local files: {error}") from error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", help="local SD1.x diffusers folder (default: the tiny pipeline)")
+    parser.add_argument("--controlnet", help="local diffusers ControlNet folder")
+    parser.add_argument("--image", help="control image, e.g. an edge map")
+    parser.add_argument("--prompt", default="a modern house by a lake, photograph")
+    parser.add_argument("--out", default="controlnet.png")
+    args = parser.parse_args()
 
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    if args.model and args.controlnet:
+        controlnet = ControlNetModel.from_pretrained(args.controlnet, torch_dtype=dtype, local_files_only=True)
+        pipe = StableDiffusionControlNetPipeline.from_pretrained(
+            args.model, controlnet=controlnet, torch_dtype=dtype, local_files_only=True
+        ).to(device)
+        size, steps = 512, 30
+    else:  # stand-ins with random weights; nothing is downloaded
+        from sdkernels.testing.tiny import make_controlnet_pipeline
 
-def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--controlnet", type=Path, help="local ControlNet: diffusers folder or single file")
-    parser.add_argument("--controlnet-config", type=Path, help="local diffusers ControlNet folder for a single file")
-    parser.add_argument("--image", type=Path, help="control image (e.g. an edge map); default: a synthetic one")
-    parser.set_defaults(out=Path("sdkernels_controlnet.png"), prompt="a modern house by a lake, photograph")
-    args = parser.parse_args(argv)
-
-    if args.model is not None and args.controlnet is not None and torch.cuda.is_available():
-        dtype = DTYPES[args.dtype]
-        controlnet = load_controlnet(args.controlnet, dtype, args.controlnet_config)
-        pipe = load_pipeline(
-            args.model,
-            (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline),
-            dtype,
-            args.config,
-            controlnet=controlnet,
-        )
-        args.size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        print(
-            f"{type(pipe).__name__} from {args.model} + {args.controlnet}: {args.size}x{args.size}, "
-            f"{args.steps} steps, {args.dtype}"
-        )
+        pipe, size, steps = make_controlnet_pipeline(device=device, dtype=dtype), 64, 2
+    if args.image:
+        control = Image.open(args.image).convert("RGB").resize((size, size))
     else:
-        if args.controlnet is None:
-            args.model = None  # both paths are needed
-        explain_fallback(args, "a local base checkpoint and a local ControlNet (--controlnet)")
-        device, dtype = tiny_settings(args)
-        pipe = make_controlnet_pipeline(device=device, dtype=dtype, seed=args.seed)
+        from sdkernels.testing.tiny import make_control_image
 
-    if args.image is not None:
-        control_image = Image.open(args.image).convert("RGB").resize((args.size, args.size), Image.BICUBIC)
-    else:
-        control_image = make_control_image(args.size, args.seed)
+        control = make_control_image(size)
 
-    def call() -> Any:
-        return run_pipeline(
-            pipe, steps=args.steps, size=args.size, seed=args.seed, prompt=args.prompt, image=control_image
-        ).images[0]
-
-    return compare_and_save(pipe, call, args)
+    print(sdkernels.patch(pipe))  # UNet, VAE and ControlNet sites, and anything left alone with the reason
+    generator = torch.Generator(pipe.device).manual_seed(0)
+    image = pipe(args.prompt, image=control, num_inference_steps=steps, height=size, width=size, generator=generator)
+    image.images[0].save(args.out)
+    print(f"saved {args.out}")
+    sdkernels.unpatch(pipe)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

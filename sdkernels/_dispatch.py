@@ -56,17 +56,19 @@ def path_name(device: torch.device) -> str:
     return f"pytorch reference ({device.type})"
 
 
-def note_fallback(op: str, reason: str) -> None:
-    """Record (and log once) that `op` took its PyTorch path for `reason` although a kernel was expected."""
+def note_fallback(op: str, reason: str, *, took: str = "the PyTorch reference") -> None:
+    """Record (and log once per (op, reason)) that `op` did not run its kernel the fast way: it `took` the PyTorch
+    reference, or another slower path (e.g. "a contiguous copy of its input"), for `reason`. One record for every
+    such case, so `fallback_counts()` is the whole story."""
     with _fallback_lock:
         first = (op, reason) not in _fallback_counts
         _fallback_counts[(op, reason)] += 1
     if first:
-        logger.warning("sdkernels.%s fell back to PyTorch: %s", op, reason)
+        logger.warning("sdkernels.%s took %s: %s", op, took, reason)
 
 
 def fallback_counts() -> dict[tuple[str, str], int]:
-    """How often each (op, reason) fallback happened in this process."""
+    """How often each (op, reason) fallback or slower path happened in this process."""
     with _fallback_lock:
         return dict(_fallback_counts)
 

@@ -91,12 +91,19 @@ def small_sd_pipeline() -> StableDiffusionPipeline:
 
 
 def unet_inputs(
-    unet: nn.Module, *, batch: int = 1, size: int = 8, seed: int = 1, dtype: torch.dtype = torch.float32
+    unet: nn.Module,
+    *,
+    batch: int = 1,
+    size: int = 8,
+    tokens: int = TEXT_LEN,
+    seed: int = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sample, timesteps, encoder_hidden_states) with 77 text tokens, drawn in fp32 and cast to `dtype`."""
+    """(sample, timesteps, encoder_hidden_states) with `tokens` text tokens (CLIP's 77 by default), drawn in fp32 and
+    cast to `dtype`."""
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randn(batch, unet.config.in_channels, size, size, generator=generator)
-    text = torch.randn(batch, TEXT_LEN, unet.config.cross_attention_dim, generator=generator)
+    text = torch.randn(batch, tokens, unet.config.cross_attention_dim, generator=generator)
     timesteps = torch.tensor([10, 500, 900, 250][:batch])
     return sample.to(dtype), timesteps, text.to(dtype)
 

@@ -13,7 +13,6 @@ class SdkernelsOpCounter(TorchDispatchMode):
         self.counts: collections.Counter[str] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        namespace, name = func.namespace, func._schema.name.split("::")[-1]
-        if namespace == "sdkernels":
-            self.counts[name] += 1
+        if func.namespace == "sdkernels":
+            self.counts[func._opname] += 1
         return func(*args, **(kwargs or {}))

@@ -15,11 +15,11 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerance import assert_matches_reference
 
-import sdkernels.kernels.attention as attention_kernels
 from sdkernels import ops
+from sdkernels.kernels import attention as attention_kernels
 from sdkernels.kernels import attention_configs as configs
+from tests.tolerance import assert_matches_reference
 
 FP16, BF16, FP32 = torch.float16, torch.bfloat16, torch.float32
 

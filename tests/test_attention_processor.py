@@ -7,7 +7,6 @@ counter proves that the sdkernels ops ran (or, on a fallback, did not)."""
 
 from __future__ import annotations
 
-import collections
 import copy
 import inspect
 
@@ -21,28 +20,15 @@ from diffusers.models.attention_processor import (
     FusedAttnProcessor2_0,
     IPAdapterAttnProcessor2_0,
 )
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdkernels
 from sdkernels._dispatch import fallback_counts
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor
+from tests.op_counter import SdkernelsOpCounter
 from tests.tolerance import assert_matches_reference
 
 TEXT_TOKENS = 77  # CLIP context length: the keys of SD's cross-attention
 TEXT_DIM = 768  # SD1.x cross_attention_dim
-
-
-class SdkernelsOpCounter(TorchDispatchMode):
-    """Counts calls of torch.ops.sdkernels.* by op name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "sdkernels":
-            self.counts[func._opname] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def unet_attention(query_dim: int = 320, dim_head: int = 40, cross: bool = False) -> Attention:

@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
-from tolerance import assert_matches_reference
 
 import sdkernels
 from sdkernels import ops
 from sdkernels._dispatch import fallback_counts, use_triton
+from tests.tolerance import assert_matches_reference
 
 
 @pytest.mark.parametrize(

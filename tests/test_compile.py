@@ -13,10 +13,10 @@ import collections
 import torch
 import torch._dynamo
 import torch.fx
-from dropin import in_fp64, run_unet, small_unet, small_vae, unet_inputs
-from tolerance import assert_matches_reference
 
 import sdkernels
+from tests.dropin import in_fp64, run_unet, small_unet, small_vae, unet_inputs
+from tests.tolerance import assert_matches_reference
 
 
 def _op_calls(graphs: list[torch.fx.GraphModule]) -> collections.Counter[str]:

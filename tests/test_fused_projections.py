@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from dropin import small_sd_pipeline, unet_inputs
-from op_counter import SdkernelsOpCounter
-from tolerance import assert_matches_reference
 
 import sdkernels
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor
+from tests.dropin import small_sd_pipeline, unet_inputs
+from tests.op_counter import SdkernelsOpCounter
+from tests.tolerance import assert_matches_reference
 
 ATTENTION_ONLY = {"group_norm": False, "geglu": False}
 

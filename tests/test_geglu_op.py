@@ -4,18 +4,18 @@ dtype, plus a tiny floor. Token counts are small (interpreter speed) but channel
 
 from __future__ import annotations
 
-import logging
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.activations import GEGLU
-from tolerance import FLOOR, assert_matches_reference, max_abs_err
 
-import sdkernels.kernels.geglu as geglu_module
-import sdkernels.kernels.gelu_gate as gelu_gate_module
 from sdkernels import ops
+from sdkernels._dispatch import fallback_counts
+from sdkernels.kernels import geglu as geglu_module
+from sdkernels.kernels import gelu_gate as gelu_gate_module
+from tests.tolerance import FLOOR, assert_matches_reference, max_abs_err
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -77,33 +77,35 @@ def test_geglu_through_torch_ops_without_bias() -> None:
     check_geglu(out, x, weight, None, "torch.ops.sdkernels.geglu, bias None")
 
 
-def test_geglu_reads_strided_views_in_place(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def copies_since(before: dict[tuple[str, str], int]) -> int:
+    """Inputs copied (recorded as a slower path) since the `fallback_counts()` snapshot `before`."""
+    return sum(n - before.get(key, 0) for key, n in fallback_counts().items() if "unit last stride" in key[1])
+
+
+def test_geglu_reads_strided_views_in_place() -> None:
     """A slice of x (row stride > dim) and of the weight (row stride > dim) are read in place, without a copy."""
-    monkeypatch.setattr(gelu_gate_module, "_copy_warned", set())
     x_wide, w_wide, bias = make_geglu_inputs((2, 37), 72 + 24, 100, torch.float16)
     x, weight = x_wide[..., 8:80], w_wide[:, 16:88]
     assert not x.is_contiguous() and not weight.is_contiguous() and x.stride(-1) == 1
-    with caplog.at_level(logging.WARNING, logger="sdkernels"):
-        out = ops.geglu(x, weight, bias)
-    assert "copying" not in caplog.text
+    before = fallback_counts()
+    out = ops.geglu(x, weight, bias)
+    assert copies_since(before) == 0
     check_geglu(out, x, weight, bias, "geglu on slices of x and weight")
 
 
-def test_geglu_copies_layouts_without_a_row_view(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_geglu_copies_layouts_without_a_row_view() -> None:
     """x transposed from (L, B, dim) cannot flatten to one row stride, x with a non-unit last stride neither:
-    both are copied once, with a warning. A weight stored transposed (stride_wk != 1) is read through its strides."""
-    monkeypatch.setattr(gelu_gate_module, "_copy_warned", set())
+    both are copied, recorded in fallback_counts() (and logged once). A weight stored transposed (stride_wk != 1)
+    is read through its strides."""
     _, weight, bias = make_geglu_inputs((1,), 40, 24, torch.float32)
     x_seq_first = torch.randn(21, 3, 40).transpose(0, 1)  # (B, L, dim) view with unit last stride
     x_channels_first = torch.randn(2, 40, 19).transpose(1, 2)  # last stride 19
     weight_t = weight.t().contiguous().t()
     assert weight_t.stride() == (1, 48)
-    with caplog.at_level(logging.WARNING, logger="sdkernels"):
-        for x in (x_seq_first, x_channels_first):
-            check_geglu(ops.geglu(x, weight_t, bias), x, weight_t, bias, f"geglu x strides {x.stride()}")
-    assert "copying it once" in caplog.text
+    before = fallback_counts()
+    for x in (x_seq_first, x_channels_first):
+        check_geglu(ops.geglu(x, weight_t, bias), x, weight_t, bias, f"geglu x strides {x.stride()}")
+    assert copies_since(before) == 2
 
 
 def test_geglu_uses_exact_erf_gelu() -> None:
@@ -149,15 +151,15 @@ def test_gelu_gate_matches_fp64(dtype: torch.dtype) -> None:
         check_gelu_gate(out, h, f"gelu_gate {dtype} h{tuple(h.shape)}")
 
 
-def test_gelu_gate_strided_and_via_torch_ops(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(gelu_gate_module, "_copy_warned", set())
+def test_gelu_gate_strided_and_via_torch_ops() -> None:
     h_wide = torch.randn(3, 29, 2 * 100 + 40).to(torch.bfloat16)
     h = h_wide[..., 8:208]  # unit last stride, row stride 240: read in place
-    with caplog.at_level(logging.WARNING, logger="sdkernels"):
-        check_gelu_gate(torch.ops.sdkernels.gelu_gate(h), h, "gelu_gate on a slice")
-    assert "copying" not in caplog.text
+    before = fallback_counts()
+    check_gelu_gate(torch.ops.sdkernels.gelu_gate(h), h, "gelu_gate on a slice")
+    assert copies_since(before) == 0
     h_t = torch.randn(48, 33).to(torch.float16).t()  # (33, 48) with last stride 33: copied once
     check_gelu_gate(ops.gelu_gate(h_t), h_t, "gelu_gate on a transposed h")
+    assert copies_since(before) == 1
 
 
 def test_gelu_gate_uses_exact_erf_gelu() -> None:

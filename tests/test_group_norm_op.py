@@ -19,12 +19,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerance import assert_matches_reference
 
 from sdkernels import ops
 from sdkernels.kernels import group_norm as gn_kernels
 from sdkernels.kernels import group_norm_kernels as gn_jit
 from sdkernels.tools import traffic
+from tests.tolerance import assert_matches_reference
 
 Tensor = torch.Tensor
 

@@ -10,14 +10,14 @@ import torch
 import torch.nn as nn
 from diffusers.models.activations import GEGLU
 from diffusers.models.attention_processor import Attention
-from dropin import in_fp64, run_unet, small_sd_pipeline, small_unet, unet_inputs
-from op_counter import SdkernelsOpCounter
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
-from tolerance import assert_matches_reference
 
 import sdkernels
 from sdkernels.testing.tiny.components import seeded
+from tests.dropin import in_fp64, run_unet, small_sd_pipeline, small_unet, unet_inputs
+from tests.op_counter import SdkernelsOpCounter
+from tests.tolerance import assert_matches_reference
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj", "ff.net.2"]
 KOHYA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "conv1", "time_emb_proj", "proj_in")

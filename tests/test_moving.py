@@ -10,13 +10,13 @@ import pytest
 import torch
 from accelerate import cpu_offload
 from diffusers.models.attention_processor import Attention, AttnProcessor, SlicedAttnProcessor
-from dropin import counting_calls, in_fp64, run_unet, small_sd_pipeline, small_unet, unet_inputs
-from op_counter import SdkernelsOpCounter
-from tolerance import FLOOR, assert_matches_reference
 
 import sdkernels
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor
 from sdkernels.testing import tiny
+from tests.dropin import counting_calls, in_fp64, run_unet, small_sd_pipeline, small_unet, unet_inputs
+from tests.op_counter import SdkernelsOpCounter
+from tests.tolerance import FLOOR, assert_matches_reference
 
 ATTENTION_ONLY = {"group_norm": False, "geglu": False}
 

@@ -8,28 +8,17 @@ import torch
 import torch.nn as nn
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
-from op_counter import SdkernelsOpCounter
-from tolerance import assert_matches_reference
 
 import sdkernels
 from sdkernels.testing.tiny import make_sd_pipeline
+from tests.dropin import run_unet, unet_inputs
+from tests.op_counter import SdkernelsOpCounter
+from tests.tolerance import assert_matches_reference
 
 
 @pytest.fixture(scope="module")
 def pipe():
     return make_sd_pipeline()
-
-
-def unet_inputs(unet: nn.Module, dtype: torch.dtype = torch.float32) -> tuple:
-    g = torch.Generator().manual_seed(1)
-    sample = torch.randn(2, unet.config.in_channels, 8, 8, generator=g).to(dtype)
-    hidden = torch.randn(2, 7, unet.config.cross_attention_dim, generator=g).to(dtype)
-    return sample, torch.tensor([10, 500]), hidden
-
-
-def run_unet(unet: nn.Module, inputs: tuple) -> torch.Tensor:
-    with torch.no_grad():
-        return unet(*inputs).sample
 
 
 def snapshot(module: nn.Module) -> dict[str, tuple[int, torch.Tensor]]:
@@ -40,7 +29,7 @@ def test_report_counts_and_op_calls_in_unet(pipe):
     unet = pipe.unet
     resnets = [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]
     transformers = [m for m in unet.modules() if isinstance(m, Transformer2DModel)]
-    inputs = unet_inputs(unet)
+    inputs = unet_inputs(unet, batch=2, tokens=7)
     with sdkernels.patched(unet, attention=False, geglu=False) as report, SdkernelsOpCounter() as counter:
         run_unet(unet, inputs)
     assert report.count("group_norm", component="UNet2DConditionModel") == len(resnets) + len(transformers) + 1
@@ -69,7 +58,7 @@ def test_vae_decode_goes_through_op(pipe):
 @pytest.mark.parametrize("kinds", [{}, {"attention": False, "geglu": False}])
 def test_patched_matches_unpatched_and_unpatch_is_bit_exact(pipe, kinds):
     unet = pipe.unet
-    inputs = unet_inputs(unet)
+    inputs = unet_inputs(unet, batch=2, tokens=7)
     expected64 = run_unet(unet.double(), tuple(t.double() if t.is_floating_point() else t for t in inputs))
     unet.float()
     expected = run_unet(unet, inputs)

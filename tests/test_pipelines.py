@@ -11,13 +11,13 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from dropin import counting_calls, dtype_independent_noise
-from op_counter import SdkernelsOpCounter
-from tolerance import FLOOR, assert_matches_reference
 
 import sdkernels
 from sdkernels._dispatch import fallback_counts
 from sdkernels.testing import tiny
+from tests.dropin import counting_calls, dtype_independent_noise
+from tests.op_counter import SdkernelsOpCounter
+from tests.tolerance import FLOOR, assert_matches_reference
 
 SIZE = 64
 CASES = [

@@ -14,7 +14,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D, CrossAttnUpBlock2D
 
 from sdkernels.testing import tiny
-from sdkernels.testing.demo import CAPTION_HEIGHT, side_by_side
+from sdkernels.testing.compare import CAPTION_HEIGHT, side_by_side
 from sdkernels.testing.demo import main as demo_main
 
 TXT2IMG_LIKE = ["sd", "controlnet", "sdxl"]  # their whole call is seeded in fp32 (img2img/inpaint sample the VAE)

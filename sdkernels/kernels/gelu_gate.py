@@ -7,24 +7,21 @@ is fused. GELU is the exact erf form, math in fp32, one rounding to h's dtype. A
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from sdkernels._dispatch import poison
+from sdkernels._dispatch import note_fallback, poison
 from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
 
 Tensor = torch.Tensor
-logger = logging.getLogger("sdkernels")
-_copy_warned: set[str] = set()
 
 
 def rows_view(t: Tensor, op: str, name: str) -> Tensor:
     """t (..., n) as an (M, n) tensor with unit last stride and any row stride, read in place when such a view
-    exists (contiguous tensors, slices of the last dim). Otherwise one copy, logged once per (op, argument)."""
+    exists (contiguous tensors, slices of the last dim). Otherwise one copy, recorded as a slower path."""
     n = t.shape[-1]
     rows = math.prod(t.shape[:-1])
     if t.stride(-1) == 1 or n == 1:
@@ -32,16 +29,7 @@ def rows_view(t: Tensor, op: str, name: str) -> Tensor:
             return t.view(rows, n)
         except RuntimeError:  # leading dims that cannot merge into one stride, e.g. a transposed (L, B, n) buffer
             pass
-    if f"{op}.{name}" not in _copy_warned:
-        _copy_warned.add(f"{op}.{name}")
-        logger.warning(
-            "sdkernels.%s: %s of shape %s, strides %s has no (rows, %d) view with unit last stride; copying it once",
-            op,
-            name,
-            tuple(t.shape),
-            t.stride(),
-            n,
-        )
+    note_fallback(op, f"{name} has no (rows, n) view with unit last stride", took="a contiguous copy of its input")
     return t.reshape(rows, n).contiguous()
 
 
