@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# seconds per stage: 5 + 100 + 130 + 3 x 45 + 150 = 520 s at most (the budget is 8 min plus start-up)
-LIMITS = {"tests": 100, "sweep": 130, "bench": 45, "e2e": 150}
+# seconds per stage: 80 + 140 + 3 x 35 + 150 = 475 s at most (the budget is 8 min); the sweep stops starting new
+# rows 20 s before its limit, and a stage killed at its limit keeps what it wrote
+LIMITS = {"tests": 80, "sweep": 140, "bench": 35, "e2e": 150}
 
 
 def _versions_text() -> str:
@@ -43,13 +45,19 @@ def _stage(name: str, cmd: list[str], out: Path, limit: float, env: dict[str, st
     start = time.monotonic()
     print(f"[gpu-check] {name}: {' '.join(cmd)} (limit {limit:.0f} s)", flush=True)
     with (out / f"{name}.log").open("w") as log:
-        try:
-            done = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit)
-            status = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
-        except subprocess.TimeoutExpired:
-            status = f"TIMED OUT after {limit:.0f} s"
+        try:  # own process group, so a timeout also ends the stage's workers (compile pools, inductor)
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         except OSError as exc:
-            status = f"COULD NOT START: {exc}"
+            return f"COULD NOT START: {exc}", 0.0
+        try:
+            code = proc.wait(timeout=limit)
+            status = "ok" if code == 0 else f"FAILED (exit {code})"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            status = f"TIMED OUT after {limit:.0f} s"
     seconds = time.monotonic() - start
     print(f"[gpu-check] {name}: {status} in {seconds:.0f} s", flush=True)
     return status, seconds
@@ -77,64 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRITON_INTERPRET="1" if args.cpu_dry_run else "0")
     py = sys.executable
-    dry = ["--cpu-dry-run"] if args.cpu_dry_run else []
+    dry = ["--cpu-dry-run", "--budget", "60"] if args.cpu_dry_run else ["--budget", str(LIMITS["sweep"] - 20)]
+    tests = [py, *"-m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors".split()]
+    tests += [f"--junitxml={out / 'gpu_tests.xml'}", "tests", "bench/test_bench.py"]
     stages: list[tuple[str, list[str] | None, float, str]] = [
-        (
-            "tests",
-            [
-                py,
-                "-m",
-                "pytest",
-                "-q",
-                "-m",
-                "gpu",
-                "-p",
-                "no:cacheprovider",
-                "--continue-on-collection-errors",
-                f"--junitxml={out / 'gpu_tests.xml'}",
-                "tests",
-                "bench/test_bench.py",
-            ],
-            LIMITS["tests"],
-            "",
-        ),
+        ("tests", tests, LIMITS["tests"], ""),
         ("sweep", [py, "-m", "sdkernels.tools.gpu_sweep", str(out / "sweep.csv"), *dry], LIMITS["sweep"], ""),
     ]
     for kernel in ("group_norm", "geglu", "attention"):
-        cmd = [
-            py,
-            f"bench/bench_{kernel}.py",
-            "--models",
-            "sd15",
-            "--limit",
-            "6",
-            "--no-plot",
-            "--csv",
-            str(out / f"bench_{kernel}.csv"),
-        ]
+        cmd = [py, "-m", f"bench.bench_{kernel}", *"--models sd15 --limit 6 --no-plot --csv".split()]
+        cmd.append(str(out / f"bench_{kernel}.csv"))
         stages.append((f"bench_{kernel}", None if args.cpu_dry_run else cmd, LIMITS["bench"], "needs CUDA"))
-    e2e = [
-        py,
-        "bench/bench_e2e.py",
-        "--models",
-        "sd15-unet",
-        "--variants",
-        "default,patched,patched+compile",
-        "--warmup",
-        "2",
-        "--iters",
-        "5",
-        "--csv",
-        str(out / "e2e.csv"),
-    ]
-    stages.append(
-        (
-            "e2e_sd15_unet",
-            e2e if has_diffusers and not args.cpu_dry_run else None,
-            LIMITS["e2e"],
-            "diffusers is not installed" if not has_diffusers else "needs CUDA",
-        )
-    )
+    e2e = [py, "-m", "bench.bench_e2e", *"--models sd15-unet --variants default,patched,patched+compile".split()]
+    e2e += [*"--warmup 2 --iters 5 --csv".split(), str(out / "e2e.csv")]
+    why_no_e2e = "diffusers is not installed" if not has_diffusers else "needs CUDA"
+    stages.append(("e2e_sd15_unet", e2e if has_diffusers and not args.cpu_dry_run else None, LIMITS["e2e"], why_no_e2e))
 
     results = []
     for name, cmd, limit, why_skipped in stages:

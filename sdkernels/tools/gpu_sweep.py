@@ -127,46 +127,62 @@ def _errors(run: Callable[[], torch.Tensor], ref: Callable[[torch.dtype], torch.
     return (ours - exact).abs().max().item(), (torch_same - exact).abs().max().item(), bool(torch.isfinite(ours).all())
 
 
+def _config_rows(op: str, label: str, make: Any, deadline: float) -> list[dict[str, Any]]:
+    """Rows of one case: the op as autotuned, then each fitting config of every autotuner it ran, pinned alone."""
+    torch.manual_seed(0)
+    run, ref = make()
+    with _Recorder() as recorder:
+        dtype = run().dtype  # the first call also autotunes (compiling every candidate once)
+    rows = []
+    for tuner, named_args in [(None, {})] + list(recorder.seen.values()):
+        for index, config in enumerate(tuner.configs if tuner is not None else [None]):
+            if config is not None and not _fits(tuner, config, named_args):
+                continue
+            row = {"op": op, "case": label, "kernel": getattr(getattr(tuner, "base_fn", None), "__name__", "autotuned")}
+            row.update(config=index if config is not None else "best", detail=str(config or ""))
+            if time.monotonic() > deadline:
+                rows.append({**row, "status": "not reached (time budget)"})
+                continue
+            saved = (tuner.configs, dict(tuner.cache)) if tuner is not None else None
+            try:
+                if tuner is not None:
+                    tuner.configs, tuner.cache = [config], {}
+                ours, torch_err, finite = _errors(run, ref, dtype)
+                ok = finite and ours <= 2 * torch_err + FLOOR[dtype]
+                row.update(max_err=f"{ours:.3e}", torch_err=f"{torch_err:.3e}", status="ok" if ok else "FAIL")
+            except Exception as exc:  # one config failing must not hide the others
+                row.update(status=f"ERROR {type(exc).__name__}: {exc}"[:300])
+            finally:
+                if saved is not None:
+                    tuner.configs, tuner.cache = saved
+            rows.append(row)
+    return rows
+
+
 def sweep(out_csv: Path, device: str = "cuda", budget_s: float = 120.0, small: bool = False) -> tuple[int, int]:
-    """Run every case x fitting config; write one CSV row each. Returns (rows, failures)."""
-    rows, failures, deadline = [], 0, time.monotonic() + budget_s
-    for op, label, make in sd15_cases(device, small):
-        torch.manual_seed(0)
-        run, ref = make()
-        dtype = run().dtype
-        with _Recorder() as recorder:
-            run()
-        tuners = list(recorder.seen.values()) or [(None, {})]
-        for tuner, named_args in tuners:
-            configs = list(tuner.configs) if tuner is not None else [None]
-            for index, config in enumerate(configs):
-                row = {"op": op, "case": label, "kernel": getattr(getattr(tuner, "base_fn", None), "__name__", "-")}
-                row.update(config=index if config is not None else "-", detail=str(config) if config else "default")
-                if time.monotonic() > deadline:
-                    row.update(status="not reached (time budget)")
-                elif config is not None and not _fits(tuner, config, named_args):
-                    continue
-                else:
-                    saved = (tuner.configs, dict(tuner.cache)) if tuner is not None else None
-                    try:
-                        if tuner is not None:
-                            tuner.configs, tuner.cache = [config], {}
-                        ours, torch_err, finite = _errors(run, ref, dtype)
-                        ok = finite and ours <= 2 * torch_err + FLOOR[dtype]
-                        row.update(max_err=f"{ours:.3e}", torch_err=f"{torch_err:.3e}", status="ok" if ok else "FAIL")
-                    except Exception as exc:  # one config failing must not hide the others
-                        row.update(status=f"ERROR {type(exc).__name__}: {exc}"[:300])
-                    finally:
-                        if saved is not None:
-                            tuner.configs, tuner.cache = saved[0], saved[1]
-                failures += not str(row["status"]).startswith(("ok", "not reached"))
-                rows.append(row)
+    """Run every case x fitting config, appending CSV rows as they come (a killed run keeps what it measured).
+    Returns (rows, failures)."""
+    deadline, count, failures = time.monotonic() + budget_s, 0, 0
     columns = ["op", "case", "kernel", "config", "status", "max_err", "torch_err", "detail"]
     with out_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
-    return len(rows), failures
+        for op, label, make in sd15_cases(device, small):
+            try:
+                rows = (
+                    _config_rows(op, label, make, deadline)
+                    if time.monotonic() < deadline
+                    else [{"op": op, "case": label, "status": "not reached (time budget)"}]
+                )
+            except Exception as exc:
+                rows = [{"op": op, "case": label, "status": f"ERROR {type(exc).__name__}: {exc}"[:300]}]
+            for row in rows:
+                writer.writerow(row)
+                failures += not str(row["status"]).startswith(("ok", "not reached"))
+            count += len(rows)
+            handle.flush()
+            print(f"sweep: {label}: " + ", ".join(sorted({str(r["status"])[:40] for r in rows})), flush=True)
+    return count, failures
 
 
 def main(argv: list[str] | None = None) -> int:
