@@ -80,13 +80,14 @@ def patch(target: object, *, group_norm: bool = True, attention: bool = True, ge
                 rule.restore(module)  # marked, but something replaced our code since: take it over again
                 module.__dict__[_RULES_APPLIED].discard(rule.name)
             reason = rule.apply(module)
+            if reason is None:
+                module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)
+                report.applied.append((module, rule.name))
             if not rule.in_report:
                 if reason is None:
-                    module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)
                     report.plumbing.append(module)
                 continue
             if reason is None:
-                module.__dict__.setdefault(_RULES_APPLIED, set()).add(rule.name)
                 detail = rule.detail(module) if rule.detail is not None else ""
                 report.results.append(SiteResult(component, path, rule.kind, rule.site, "patched", detail, module))
             else:
@@ -114,15 +115,24 @@ def unpatch(target: object) -> int:
     return sum(_unpatch_module(module) for _, _, module in _walk(target))
 
 
+def _restore_rule(module: nn.Module, rule_name: str) -> None:
+    applied = module.__dict__.get(_RULES_APPLIED, set())
+    if rule_name not in applied:  # unpatched inside the block already
+        return
+    next(rule for rule in RULES if rule.name == rule_name).restore(module)
+    applied.discard(rule_name)
+    if not applied:
+        del module.__dict__[_RULES_APPLIED]
+
+
 @contextlib.contextmanager
 def patched(target: object, **kinds: bool) -> Iterator[PatchReport]:
-    """`with sdkernels.patched(pipe) as report: ...` patches for the block and restores what it patched on exit
-    (sites that were already patched before the block stay patched)."""
+    """`with sdkernels.patched(pipe) as report: ...` patches for the block and, on exit, undoes exactly the rules
+    this block applied, per module and rule: whatever was patched before the block (another kind on the same
+    module, included) stays patched."""
     report = patch(target, **kinds)
     try:
         yield report
     finally:
-        newly_patched = [r.module for r in report.results if r.status == "patched"] + report.plumbing
-        for module in newly_patched:
-            if module is not None and is_patched(module):
-                _unpatch_module(module)
+        for module, rule_name in reversed(report.applied):
+            _restore_rule(module, rule_name)

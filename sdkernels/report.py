@@ -27,6 +27,8 @@ class PatchReport:
     paths: dict[str, str] = field(default_factory=dict)  # component -> kernel path on its current device
     notes: list[str] = field(default_factory=list)
     plumbing: list[nn.Module] = field(default_factory=list, repr=False)  # patched by rules not shown in the table
+    # (module, rule name) for every rule this call applied, in order: what `patched()` undoes on exit
+    applied: list[tuple[nn.Module, str]] = field(default_factory=list, repr=False)
     # installed torch/triton/diffusers and the version-dependent path each selects (sdkernels/_versions.py)
     versions: dict[str, str] = field(default_factory=version_paths)
 

@@ -5,7 +5,7 @@ them. This module imports neither, so there is no import circle.
 
 from __future__ import annotations
 
-import types
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +13,31 @@ from typing import Any
 import torch.nn as nn
 
 KINDS = ("group_norm", "attention", "geglu")
-_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: previous instance value or _ABSENT}
+_SAVED = "_sdkernels_saved"  # module.__dict__ entry: {attribute: (previous instance value or ABSENT, bound value)}
 _RULES_APPLIED = "_sdkernels_rules"  # module.__dict__ entry: names of the rules applied to this module
-_ABSENT = object()
+
+
+class _Absent:
+    """Marks "the instance had no attribute of that name before patching". There is one instance, ABSENT, and it
+    stays the same object through copy.deepcopy and pickle (it pickles as a reference to `sdkernels.rules.ABSENT`),
+    so a copied or loaded patched model restores exactly; a plain `object()` sentinel would be copied into a new
+    object that `is` no longer recognises, and restore would write it in as the attribute."""
+
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+    def __repr__(self) -> str:
+        return "sdkernels.rules.ABSENT"
+
+
+ABSENT = _Absent()
 
 
 @dataclass(frozen=True)
@@ -45,30 +67,47 @@ class PatchRule:
 def bind_attribute(module: nn.Module, name: str, value: Any) -> None:
     """Set an instance attribute, remembering the instance value it shadows (once) for `restore_attributes`."""
     saved = module.__dict__.setdefault(_SAVED, {})
-    previous = saved[name][0] if name in saved else module.__dict__.get(name, _ABSENT)
+    previous = saved[name][0] if name in saved else module.__dict__.get(name, ABSENT)
     saved[name] = (previous, value)
     module.__dict__[name] = value
 
 
+def bind_method(module: nn.Module, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` bound to `module` the way pickle and copy.deepcopy keep working: a `functools.partial` of a
+    module-level function pickles as (that function by qualified name, the module), while a `types.MethodType` of
+    a free function pickles as `getattr(module, function.__name__)`, which fails on load. torch.compile traces
+    a partial like a bound method, and `inspect.signature` drops the bound `self` the same way."""
+    if "<locals>" in function.__qualname__ or "<lambda>" in function.__qualname__:
+        raise ValueError(f"{function.__qualname__} must be a module-level function to survive pickling")
+    return functools.partial(function, module)
+
+
 def bind_forward(module: nn.Module, forward: Callable[..., Any]) -> None:
-    """Rebind `module.forward` on this instance only (Liger-Kernel's `_bind_method_to_module`)."""
-    bind_attribute(module, "forward", types.MethodType(forward, module))
+    """Rebind `module.forward` on this instance only (Liger-Kernel's `_bind_method_to_module`), picklably."""
+    bind_attribute(module, "forward", bind_method(module, forward))
 
 
-def restore_attributes(module: nn.Module) -> None:
-    """Undo `bind_attribute`. A value replaced since (accelerate's offload wrapper around our `forward`) is kept;
-    if that wrapper saved our bound forward as its `_old_forward`, it is pointed back at the pre-patch one."""
-    for name, (previous, bound) in module.__dict__.pop(_SAVED, {}).items():
+def restore_attributes(module: nn.Module, *names: str) -> None:
+    """Undo `bind_attribute` for `names` (all bound attributes when none are given). A value replaced since
+    (accelerate's offload wrapper around our `forward`) is kept; if that wrapper saved our bound forward as its
+    `_old_forward`, it is pointed back at the pre-patch one."""
+    saved = module.__dict__.get(_SAVED, {})
+    for name in names or tuple(saved):
+        if name not in saved:
+            continue
+        previous, bound = saved.pop(name)
         original = previous
-        if original is _ABSENT and name == "forward":
-            original = types.MethodType(type(module).forward, module)
-        if module.__dict__.get(name, _ABSENT) is bound:
-            if previous is _ABSENT:
+        if original is ABSENT and name == "forward":
+            original = type(module).forward.__get__(module)
+        if module.__dict__.get(name, ABSENT) is bound:
+            if previous is ABSENT:
                 module.__dict__.pop(name, None)
             else:
                 module.__dict__[name] = previous
         elif name == "forward" and module.__dict__.get("_old_forward") is bound:
             module.__dict__["_old_forward"] = original
+    if not saved:
+        module.__dict__.pop(_SAVED, None)
 
 
 def has_hooks(module: nn.Module) -> bool:

@@ -52,6 +52,10 @@ BAD_CALLS = [
     (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 40), _x(1, 2, 76, 40)), r"k and v lengths differ: 77 vs 76"),
     (lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 32), _x(1, 2, 77, 32)), r"head dims differ: q 40, k 32"),
     (
+        lambda: ops.attention(_x(1, 2, 16, 0), _x(1, 2, 77, 0), _x(1, 2, 77, 0)),
+        r"attention: head dim must be at least 1",
+    ),
+    (
         lambda: ops.attention(_x(1, 2, 16, 40), _x(1, 2, 77, 40), _x(1, 2, 77, 40), attn_bias=_x(1, 2, 16, 76)),
         r"attn_bias of shape \(1, 2, 16, 76\) does not broadcast to \(B, H, Lq, Lk\) = \(1, 2, 16, 77\)",
     ),
@@ -85,6 +89,49 @@ def test_unsupported_head_dim_falls_back_visibly_and_stays_right(head_dim: int) 
     assert_matches_reference(
         got, F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q.double(), k.double(), v.double())
     )
+
+
+# Every tensor argument of every op, with valid shapes: one argument at a time gets a wrong dtype or type.
+OP_CALLS = {
+    "group_norm_silu": (
+        lambda t: ops.group_norm_silu(t["x"], 32, t["weight"], t["bias"], add=t["add"]),
+        {"x": (2, 64, 4, 4), "weight": (64,), "bias": (64,), "add": (2, 64)},
+    ),
+    "attention": (
+        lambda t: ops.attention(t["q"], t["k"], t["v"], attn_bias=t["attn_bias"]),
+        {"q": (1, 2, 16, 40), "k": (1, 2, 24, 40), "v": (1, 2, 24, 40), "attn_bias": (1, 2, 16, 24)},
+    ),
+    "geglu": (
+        lambda t: ops.geglu(t["x"], t["weight"], t["bias"]),
+        {"x": (2, 7, 32), "weight": (128, 32), "bias": (128,)},
+    ),
+    "gelu_gate": (lambda t: ops.gelu_gate(t["h"]), {"h": (2, 7, 32)}),
+}
+WRONG_KINDS = {
+    "complex64": lambda shape: torch.randn(shape, dtype=torch.complex64),
+    "int32": lambda shape: torch.ones(shape, dtype=torch.int32),
+    "bool": lambda shape: torch.ones(shape, dtype=torch.bool),
+    "list": lambda shape: torch.randn(shape).tolist(),
+}
+ARGUMENT_CASES = [(op, arg, kind) for op, (_, shapes) in OP_CALLS.items() for arg in shapes for kind in WRONG_KINDS]
+
+
+@pytest.mark.parametrize("op", list(OP_CALLS))
+def test_the_valid_calls_of_the_dtype_table_run(op: str) -> None:
+    call, shapes = OP_CALLS[op]
+    assert torch.isfinite(call({name: _x(*shape) for name, shape in shapes.items()})).all()
+
+
+@pytest.mark.parametrize(("op", "arg", "kind"), ARGUMENT_CASES, ids=["-".join(c) for c in ARGUMENT_CASES])
+def test_every_tensor_argument_has_its_dtype_checked_by_name(op: str, arg: str, kind: str) -> None:
+    """A complex weight used to fail inside Triton with `KeyError: 'complex64'` (kernel path) or lose its imaginary
+    part silently (reference path); an int or bool one was promoted silently."""
+    call, shapes = OP_CALLS[op]
+    tensors = {name: _x(*shape) for name, shape in shapes.items()}
+    tensors[arg] = WRONG_KINDS[kind](shapes[arg])
+    expected = "must be a torch.Tensor, got list" if kind == "list" else f"must be a float tensor, got torch.{kind}"
+    with pytest.raises(ValueError, match=rf"sdkernels.{op}: {arg} {expected}"):
+        call(tensors)
 
 
 def _finite_case(name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

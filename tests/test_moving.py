@@ -100,10 +100,30 @@ def test_set_default_attn_processor_after_unpatching_then_patching_takes_over_th
 
 
 def test_set_default_attn_processor_on_a_patched_unet() -> None:
+    """What the README claims: the classic AttnProcessor that set_default_attn_processor() installs is taken over
+    again by sdkernels (every layer, its attn.scale numerics), and unpatch leaves the classic processors behind."""
+    reference = small_unet()  # the same weights, never patched, with diffusers' classic processors
+    reference.set_default_attn_processor()
+    inputs = unet_inputs(reference)
+    with counting_calls([reference]) as calls:
+        expected = run_unet(reference, inputs)
+    fp64 = in_fp64(reference, lambda *t: run_unet(reference, t), *inputs)
+
     unet = small_unet()
     sdkernels.patch(unet, **ATTENTION_ONLY)
     unet.set_default_attn_processor()
-    assert processor_types(unet).keys() <= {"AttnProcessor", "SdkernelsAttnProcessor"}
+    layers = [m for m in unet.modules() if isinstance(m, Attention)]
+    assert layers and all(
+        type(m.processor) is SdkernelsAttnProcessor and type(m.processor.replaced) is AttnProcessor for m in layers
+    ), processor_types(unet)
+    with SdkernelsOpCounter() as counter:
+        got = run_unet(unet, inputs)
+    assert counter.counts["attention"] == calls["attention"] > 0
+    assert_matches_reference(got, expected, fp64, what="patched set_default_attn_processor")
+
+    sdkernels.unpatch(unet)
+    assert processor_types(unet) == {"AttnProcessor": len(layers)}
+    assert torch.equal(run_unet(unet, inputs), expected)
 
 
 def test_sequential_offload_after_patching() -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from diffusers.models.activations import GEGLU
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 import sdkernels
 from sdkernels.testing.tiny import make_sd_pipeline
-from tests.dropin import run_unet, unet_inputs
+from tests.dropin import run_unet, small_unet, unet_inputs
 from tests.op_counter import SdkernelsOpCounter
 from tests.tolerance import assert_matches_reference
 
@@ -112,3 +113,43 @@ def test_bad_targets_raise_clear_errors():
         sdkernels.patch(42)
     with pytest.raises(TypeError, match="unexpected keyword argument .flash."):
         sdkernels.patch(nn.Linear(2, 2), flash=True)
+
+
+def _patch_state(model: nn.Module) -> dict[str, tuple]:
+    """Per submodule: the sdkernels rules applied, its instance attribute names and its attention processor type."""
+    return {
+        name: (
+            sorted(m.__dict__.get("_sdkernels_rules", ())),
+            sorted(m.__dict__),
+            type(getattr(m, "processor", None)).__name__,
+        )
+        for name, m in model.named_modules()
+    }
+
+
+def test_patched_block_undoes_only_what_it_patched_and_keeps_earlier_patches():
+    """Per rule, not per module: the UNet itself carries the conv_norm_out rule (group_norm) and the
+    set_default_attn_processor rule (attention); leaving an attention-only block must keep the first."""
+    unet = small_unet()
+    inputs = unet_inputs(unet)
+    sdkernels.patch(unet, attention=False, geglu=False)
+    before = _patch_state(unet)
+    with SdkernelsOpCounter() as counter:
+        run_unet(unet, inputs)
+    group_norm_calls = counter.counts["group_norm_silu"]
+    assert group_norm_calls > 0 and "attention" not in counter.counts
+
+    with sdkernels.patched(unet, group_norm=False, geglu=False) as report:
+        assert report.count("attention") > 0 and report.count("group_norm") == 0
+        with sdkernels.patched(unet) as inner:  # nested: only GEGLU is new here
+            assert inner.count() == inner.count("geglu") > 0
+        assert not any("forward" in m.__dict__ for m in unet.modules() if isinstance(m, GEGLU))
+        assert sdkernels.patch(unet, group_norm=False, geglu=False).count() == 0  # the block's attention stays
+    assert _patch_state(unet) == before
+    with SdkernelsOpCounter() as counter:
+        run_unet(unet, inputs)
+    assert counter.counts == {"group_norm_silu": group_norm_calls}, "the patches made before the block must stay"
+
+    with sdkernels.patched(unet, attention=False, geglu=False) as report:  # nothing new: nothing undone
+        assert report.count() == 0
+    assert _patch_state(unet) == before

@@ -8,13 +8,13 @@ numerics) through the kernel.
 
 from __future__ import annotations
 
-import types
-
 import torch.nn as nn
 from diffusers.models.attention_processor import Attention
 
 from sdkernels.integrations.attention_processor import SdkernelsAttnProcessor, _apply
-from sdkernels.rules import PatchRule, bind_attribute, restore_attributes
+from sdkernels.rules import PatchRule, bind_attribute, bind_method, restore_attributes
+
+_METHOD = "set_default_attn_processor"
 
 
 def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
@@ -29,11 +29,9 @@ def set_default_attn_processor_keeping_kernels(self: nn.Module) -> None:
 
 
 def _apply_wrapper(model: nn.Module) -> str | None:
-    if "set_default_attn_processor" in model.__dict__:
+    if _METHOD in model.__dict__:
         return "set_default_attn_processor is already replaced on this instance"
-    bind_attribute(
-        model, "set_default_attn_processor", types.MethodType(set_default_attn_processor_keeping_kernels, model)
-    )
+    bind_attribute(model, _METHOD, bind_method(model, set_default_attn_processor_keeping_kernels))
     return None
 
 
@@ -43,6 +41,6 @@ DEFAULT_PROCESSOR_RULE = PatchRule(
     site="set_default_attn_processor (kept working)",
     matches=lambda m: callable(getattr(type(m), "set_default_attn_processor", None)),
     apply=_apply_wrapper,
-    restore=restore_attributes,
+    restore=lambda m: restore_attributes(m, _METHOD),
     in_report=False,
 )

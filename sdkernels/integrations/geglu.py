@@ -48,6 +48,6 @@ GEGLU_RULE = PatchRule(
     site="GEGLU",
     matches=lambda m: isinstance(m, GEGLU),
     apply=_apply,
-    restore=restore_attributes,
+    restore=lambda m: restore_attributes(m, "forward"),
     detail=_detail,
 )

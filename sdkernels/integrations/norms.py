@@ -68,8 +68,8 @@ def shared_activation(act: nn.Module) -> bool:
 
 
 def _restore_norm_out(owner: nn.Module) -> None:
-    restore_attributes(owner.conv_norm_out)
-    restore_attributes(owner.conv_act)
+    restore_attributes(owner.conv_norm_out, "forward")
+    restore_attributes(owner.conv_act, "forward")
 
 
 def _apply_transformer_norm(model: Transformer2DModel) -> str | None:
@@ -94,5 +94,5 @@ TRANSFORMER_2D_NORM_RULE = PatchRule(
     site="Transformer2DModel.norm",
     matches=lambda m: isinstance(m, Transformer2DModel) and isinstance(getattr(m, "norm", None), nn.GroupNorm),
     apply=_apply_transformer_norm,
-    restore=lambda m: restore_attributes(m.norm),
+    restore=lambda m: restore_attributes(m.norm, "forward"),
 )

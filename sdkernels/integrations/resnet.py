@@ -104,5 +104,5 @@ RESNET_BLOCK_RULE = PatchRule(
     site="ResnetBlock2D",
     matches=lambda m: isinstance(m, ResnetBlock2D),
     apply=_apply,
-    restore=restore_attributes,
+    restore=lambda m: restore_attributes(m, "forward"),
 )

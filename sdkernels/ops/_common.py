@@ -17,6 +17,17 @@ def check(condition: bool, op: str, message: str) -> None:
         raise ValueError(f"sdkernels.{op}: {message}")
 
 
+def check_float_tensors(op: str, **tensors: Tensor | None) -> None:
+    """Every tensor argument (None for an optional one left out) is a real floating-point tensor. Checked before
+    anything reads them: a complex weight would otherwise fail inside Triton with a bare KeyError on the kernel path
+    and lose its imaginary part silently on the reference path; an integer or bool one would be promoted silently."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        check(isinstance(t, Tensor), op, f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check(t.is_floating_point(), op, f"{name} must be a float tensor, got {t.dtype}")
+
+
 def check_same_device(op: str, **tensors: Tensor | None) -> None:
     devices = {name: t.device for name, t in tensors.items() if t is not None}
     check(len(set(devices.values())) <= 1, op, f"all tensors must be on one device, got {devices}")

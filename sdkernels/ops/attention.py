@@ -8,7 +8,15 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback
-from sdkernels.ops._common import MAX_HEAD_DIM, Tensor, check, check_same_device, kernel_ok, register_reference_backward
+from sdkernels.ops._common import (
+    MAX_HEAD_DIM,
+    Tensor,
+    check,
+    check_float_tensors,
+    check_same_device,
+    kernel_ok,
+    register_reference_backward,
+)
 
 
 def attention_kernel_problem(q: Tensor, attn_bias: Tensor | None) -> str | None:
@@ -20,9 +28,9 @@ def attention_kernel_problem(q: Tensor, attn_bias: Tensor | None) -> str | None:
 
 def _check_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) -> None:
     op = "attention"
+    check_float_tensors(op, q=q, k=k, v=v, attn_bias=attn_bias)
     for name, t in (("q", q), ("k", k), ("v", v)):
         check(t.dim() == 4, op, f"{name} must be (B, H, L, D), got shape {tuple(t.shape)}")
-        check(t.is_floating_point(), op, f"{name} must be a float tensor, got {t.dtype}")
     check(q.dtype == k.dtype == v.dtype, op, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     check(
         q.shape[:2] == k.shape[:2] == v.shape[:2],
@@ -33,9 +41,9 @@ def _check_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) 
     check(
         q.shape[3] == k.shape[3] == v.shape[3], op, f"head dims differ: q {q.shape[3]}, k {k.shape[3]}, v {v.shape[3]}"
     )
+    check(q.shape[3] > 0, op, "head dim must be at least 1 (the default scale is 1/sqrt(D)), got D = 0")
     check(k.shape[2] > 0, op, "k and v must have at least one key")
     if attn_bias is not None:
-        check(attn_bias.is_floating_point(), op, f"attn_bias must be an additive float bias, got {attn_bias.dtype}")
         target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
         try:
             torch.broadcast_shapes(attn_bias.shape, target)

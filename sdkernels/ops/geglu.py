@@ -6,12 +6,20 @@ from __future__ import annotations
 import torch
 
 from sdkernels import reference
-from sdkernels.ops._common import Tensor, check, check_same_device, kernel_ok, register_reference_backward
+from sdkernels.ops._common import (
+    Tensor,
+    check,
+    check_float_tensors,
+    check_same_device,
+    kernel_ok,
+    register_reference_backward,
+)
 
 
 def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     op = "geglu"
-    check(x.dim() >= 1 and x.is_floating_point(), op, f"x must be a float tensor (..., dim), got {x.dtype}")
+    check_float_tensors(op, x=x, weight=weight, bias=bias)
+    check(x.dim() >= 1, op, f"x must be (..., dim), got shape {tuple(x.shape)}")
     check(weight.dim() == 2, op, f"weight must be (2*inner, dim), got shape {tuple(weight.shape)}")
     check(weight.shape[1] == x.shape[-1], op, f"weight has in_features {weight.shape[1]} but x has dim {x.shape[-1]}")
     check(
@@ -24,11 +32,12 @@ def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
         op,
         f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}",
     )
-    check(
-        weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype),
-        op,
-        f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, {None if bias is None else bias.dtype}",
-    )
+    for name, t in (("weight", weight), ("bias", bias)):
+        check(
+            t is None or t.dtype == x.dtype,
+            op,
+            f"{name} is {None if t is None else t.dtype} but x is {x.dtype}: x, weight and bias must share a dtype",
+        )
     check_same_device(op, x=x, weight=weight, bias=bias)
 
 
@@ -72,7 +81,8 @@ def _(h):
 
 def gelu_gate(h: Tensor) -> Tensor:
     """value · gelu(gate) for h = cat([value, gate], -1) of shape (..., 2*inner): one elementwise pass."""
-    check(h.dim() >= 1 and h.is_floating_point(), "gelu_gate", f"h must be a float tensor, got {h.dtype}")
+    check_float_tensors("gelu_gate", h=h)
+    check(h.dim() >= 1, "gelu_gate", f"h must be (..., 2*inner), got shape {tuple(h.shape)}")
     check(h.shape[-1] % 2 == 0, "gelu_gate", f"last dim of h ({h.shape[-1]}) must be even (value, gate)")
     return torch.ops.sdkernels.gelu_gate(h)
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 import torch
 
 from sdkernels import reference
-from sdkernels.ops._common import Tensor, check, check_same_device, kernel_ok, register_reference_backward
+from sdkernels.ops._common import (
+    Tensor,
+    check,
+    check_float_tensors,
+    check_same_device,
+    kernel_ok,
+    register_reference_backward,
+)
 
 
 def _check_group_norm(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, add: Tensor | None
 ) -> None:
     op = "group_norm_silu"
+    check_float_tensors(op, x=x, weight=weight, bias=bias, add=add)
     check(x.dim() >= 2, op, f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
-    check(x.is_floating_point(), op, f"x must be a float tensor, got {x.dtype}")
     channels = x.shape[1]
     check(
         num_groups > 0 and channels % num_groups == 0,

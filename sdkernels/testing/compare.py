@@ -97,7 +97,7 @@ def compare_patched(
                 "reference, not the Triton kernels (`python -m sdkernels demo` sets it)"
             )
         if device.type == "cpu" and _dispatch.INTERPRET:
-            print("running the patched pipeline through the Triton interpreter (minutes on CPU)...", flush=True)
+            print("running the patched pipeline through the Triton interpreter (tens of seconds on CPU)...", flush=True)
         if warm_up:
             call()
         patched, patched_ms = timed(call, device, repeats)
