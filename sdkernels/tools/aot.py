@@ -167,11 +167,9 @@ def bind_like_jit(spec: AotSpec, target: GPUTarget) -> tuple[dict, dict, dict, A
         "num_warps": spec.num_warps,
         "num_stages": spec.num_stages,
         "debug": bool(fn.debug or triton.knobs.runtime.debug),
+        "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
+        "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
     }
-    # Launch options JITFunction.run adds from knobs; triton 3.6 has no fpsan_homomorphic_casts, newer ones do.
-    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):
-        if hasattr(triton.knobs.compilation, knob):
-            launch[knob] = getattr(triton.knobs.compilation, knob)
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, specialization, options = binder(**args, **spec.constexprs, **launch)
