@@ -15,7 +15,7 @@ os.environ["TRITON_INTERPRET"] = "0"
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "tests" / "aot_cache"
 
-from sdkernels import aot, compile_report  # noqa: E402
+from sdkernels.tools import aot, compile_report  # noqa: E402
 
 specs = [
     s for p in compile_report.DEFAULT_PROVIDERS if isinstance(s_ := compile_report.load_specs(p), list) for s in s_

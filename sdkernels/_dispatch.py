@@ -13,6 +13,8 @@ import threading
 
 import torch
 
+from sdkernels.kernels._launch import _state as _launch_state
+
 logger = logging.getLogger("sdkernels")
 
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -35,14 +37,28 @@ def mark_interpreter_bf16_fixed() -> None:
 
 def interpreter_bf16_problem(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why a bf16 tensor on `device` cannot take the interpreted kernel, or None."""
-    if dtype == torch.bfloat16 and device.type == "cpu" and INTERPRET and not _interpreter_bf16_fixed:
+    if (
+        dtype == torch.bfloat16
+        and device.type == "cpu"
+        and INTERPRET
+        and not _interpreter_bf16_fixed
+        and not recording()
+    ):
         return "bf16 under the Triton interpreter needs sdkernels.testing.interpreter.apply_interpreter_fixes()"
     return None
 
 
 def use_triton(device: torch.device) -> bool:
-    """True when a tensor on `device` should go through the Triton kernel."""
-    return device.type == "cuda" or (device.type == "cpu" and INTERPRET)
+    """True when a tensor on `device` should go through the Triton kernel (on any device while a LaunchRecorder
+    records launches instead of running them)."""
+    if device.type == "cuda" or (device.type == "cpu" and INTERPRET):
+        return True
+    return recording()
+
+
+def recording() -> bool:
+    """True while a sdkernels.kernels._launch.LaunchRecorder is active in this thread."""
+    return getattr(_launch_state, "recorder", None) is not None
 
 
 def path_name(device: torch.device) -> str:

@@ -57,10 +57,22 @@ def _walk(target: object) -> Iterator[tuple[str, str, nn.Module]]:
 
 
 # ------------------------------------------------------------------------------------- public API
-def patch(target: object, *, group_norm: bool = True, attention: bool = True, geglu: bool = True) -> PatchReport:
+def patch(
+    target: object,
+    *,
+    group_norm: bool = True,
+    attention: bool = True,
+    geglu: bool = True,
+    autotune: bool | None = None,
+) -> PatchReport:
     """Swap sdkernels' fused kernels into every matching site of `target` (a DiffusionPipeline: all its nn.Module
     components, e.g. unet, vae, controlnet; or any nn.Module). Returns a PatchReport. Patching twice changes nothing
-    the second time."""
+    the second time. `autotune=True` opts in to benchmarking every candidate config once per shape (timings cached
+    on disk by Triton; same as SDKERNELS_AUTOTUNE=1); by default each shape class runs its table's one config."""
+    if autotune is not None:
+        from sdkernels.kernels._tuning import set_autotune
+
+        set_autotune(autotune)
     rules = _selected_rules({"group_norm": group_norm, "attention": attention, "geglu": geglu})
     report = PatchReport()
     for component, root in _components(target).items():

@@ -235,11 +235,12 @@ def test_split_policy_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -------------------------------------------------------------------------------- several groups per program
-def fused_config(batch: int, channels: int, spatial: int, groups: int, sm_count: int | None) -> dict:
-    """The fused kernel's constexprs for this shape (its autotune prune + heuristics, as the interpreter runs it)."""
+def fused_config(batch: int, channels: int, spatial: int, groups: int, sm_count: int | None, nhwc: bool = True) -> dict:
+    """The fused kernel's constexprs for this shape (the plan's prune + heuristics, as every launch runs it)."""
     args = {
         "CPG": channels // groups,
         "S": spatial,
+        "stride_xs": channels if nhwc else 1,
         "HAS_ADD": True,
         "SILU": True,
         "MAX_GROUPS_PER_PROGRAM": gn_kernels.max_groups_per_program(batch, groups, sm_count),
@@ -259,16 +260,24 @@ def test_groups_per_program_policy() -> None:
         assert config["GROUPS_PER_PROGRAM"] == expected and config["ONE_TILE"] == (expected > 1), config
         assert config["GROUPS_PER_PROGRAM"] * config["BLOCK_C"] * config["BLOCK_S"] <= config["TILE"]
         assert fused_config(2, channels, spatial, 32, 132)["GROUPS_PER_PROGRAM"] == 1
+    # NCHW (SD's layout) loops over one fixed tile whatever CPG, S and the batch are: one compile serves all shapes.
+    for channels, spatial in ((320, 64), (1280, 64), (128, 1), (640, 1024), (1920, 4096), (128, 262144)):
+        config = fused_config(2, channels, spatial, 32, None, nhwc=False)
+        long_rows = spatial >= gn_jit.LONG_ROWS
+        expected = (8192 // gn_jit.LONG_BLOCK_S, gn_jit.LONG_BLOCK_S) if long_rows else (32, gn_jit.SHORT_BLOCK_S)
+        assert (config["BLOCK_C"], config["BLOCK_S"], config["TILE"]) == (*expected, 8192), config
+        assert not config["ONE_TILE"] and config["GROUPS_PER_PROGRAM"] == 1
 
 
 # (shape, groups, dtype, channels_last, bound on groups per program): SD channel counts at small spatial sizes, and
 # group counts that the per-program count does not divide (the last set of groups is partly masked).
+# Packing applies to channels_last (NCHW takes the fixed-tile loop).
 GROUPED_CASES = [
-    ((2, 320, 8, 8), 32, torch.float32, False, None),
+    ((2, 320, 8, 8), 32, torch.float32, True, None),
     ((2, 1280, 4, 4), 32, torch.float16, True, None),
-    ((2, 640, 2, 2), 32, torch.bfloat16, False, None),
+    ((2, 640, 2, 2), 32, torch.bfloat16, True, None),
     ((2, 96, 5, 3), 12, torch.float32, True, 8),
-    ((3, 48, 7), 6, torch.float16, False, 4),
+    ((3, 48, 7), 6, torch.float16, True, 4),
     ((2, 80, 3, 3), 10, torch.bfloat16, True, 4),
 ]
 
@@ -277,11 +286,11 @@ GROUPED_CASES = [
     "shape, groups, dtype, nhwc, bound",
     GROUPED_CASES,
     ids=[
-        "C320_fp32",
+        "C320_fp32_channels_last",
         "C1280_fp16_channels_last",
-        "C640_bf16",
+        "C640_bf16_channels_last",
         "G12_by8_fp32_channels_last",
-        "G6_by4_fp16_1d",
+        "G6_by4_fp16_1d_channels_last",
         "G10_by4_bf16_channels_last",
     ],
 )

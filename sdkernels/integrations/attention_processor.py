@@ -162,7 +162,7 @@ class SdkernelsAttnProcessor:
             reason = "attn.group_norm has forward hooks (offload/casting): called as a module"
         elif _needs_grad(hidden_states, norm.weight, norm.bias):
             reason = "autograd: sdkernels.group_norm_silu has no backward"
-        elif torch.is_autocast_enabled(hidden_states.device.type):
+        elif hidden_states.device.type != "meta" and torch.is_autocast_enabled(hidden_states.device.type):
             reason = "autocast is on: attn.group_norm runs under its autocast policy"
         if reason is not None:
             self._fall_back(reason)

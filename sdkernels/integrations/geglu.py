@@ -17,7 +17,7 @@ def fused_gemm_applies(proj: nn.Module, x: torch.Tensor) -> bool:
         type(proj) is nn.Linear
         and not has_hooks(proj)
         and proj.weight.dtype == x.dtype
-        and not torch.is_autocast_enabled(x.device.type)
+        and not (x.device.type != "meta" and torch.is_autocast_enabled(x.device.type))  # meta: no autocast
     )
 
 

@@ -3,14 +3,16 @@ that the ahead-of-time compile report (sdkernels/tools/compile_report.py) compil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import triton
 
-from sdkernels._dispatch import INTERPRET
+from sdkernels._dispatch import INTERPRET, recording
 from sdkernels._versions import autotuner_skips_single_config
+from sdkernels.kernels._launch import launch
 
 ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
 
@@ -30,7 +32,11 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
         # GPU driver. Report a zero timing without running it (the launch that follows runs the kernel once).
         kwargs.setdefault("do_bench", _no_benchmark)
     return triton.autotune(
-        configs=list(configs), key=key, prune_configs_by={"early_config_prune": early_prune}, **kwargs
+        configs=list(configs),
+        key=key,
+        prune_configs_by={"early_config_prune": early_prune},
+        cache_results=True,  # opt-in autotuning only: its timings persist on disk
+        **kwargs,
     )
 
 
@@ -70,3 +76,62 @@ def jit_fn(kernel: Any) -> Any:
     while not isinstance(kernel, (triton.runtime.JITFunction, InterpretedFunction)):
         kernel = kernel.fn
     return kernel
+
+
+# ------------------------------------------------------------------------------------------ one config per class
+# By default no config is benchmarked: a launcher takes the first config its kernel's table offers for the
+# architecture, dtype and shape class (the tables list the expected winner first; the interpreter has always run
+# that one), computes the heuristics on the host and caches the result as a launch plan per input signature.
+# Benchmarking stays available as an opt-in (SDKERNELS_AUTOTUNE=1, or patch/warmup(..., autotune=True)); Triton
+# then caches its timings on disk, so a second process benchmarks nothing.
+_autotune_enabled = os.environ.get("SDKERNELS_AUTOTUNE", "0") == "1"
+
+
+def autotune_enabled() -> bool:
+    return _autotune_enabled and not INTERPRET
+
+
+def set_autotune(enabled: bool) -> None:
+    """Benchmark every candidate config once per shape key (timings persisted on disk by Triton) instead of taking
+    the table's first config. Off by default: it multiplies the compiles before the first image."""
+    global _autotune_enabled
+    _autotune_enabled = bool(enabled)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a launch needs besides the runtime arguments: the bare jit function and its constexprs/options,
+    and for opt-in autotuning the autotuner and the constexprs the caller chose (the rest are the config's)."""
+
+    fn: Any
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    tuned: Any = None
+    given: dict[str, Any] | None = None
+
+
+def launch_plan(
+    plan: Plan, grid: tuple[int, ...], args: Any, device: Any, tuned_grid: Callable[[dict], tuple] | None = None
+) -> None:
+    """Launch (or record) a plan; with opt-in autotuning on a GPU, hand the call to Triton's autotuner instead,
+    whose `tuned_grid(config)` gives the grid of each candidate."""
+    if tuned_grid is not None and _autotune_enabled and device.type == "cuda" and not recording():
+        plan.tuned[tuned_grid](*args, **plan.given)
+        return
+    launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, device)
+
+
+def first_config_plan(tuned: Any, named_args: dict[str, Any], constexprs: dict[str, Any]) -> Plan:
+    """The plan the table picks for these arguments: the first config surviving the autotuner's prune, with the
+    Heuristics wrappers' values computed from it (what the interpreter has always run)."""
+    args = {**named_args, **constexprs}
+    prune = tuned.early_config_prune
+    config = (prune(list(tuned.configs), args) if prune is not None else list(tuned.configs))[0]
+    values = {**constexprs, **config.kwargs}
+    inner = tuned.fn
+    while not isinstance(inner, (triton.runtime.JITFunction,)) and hasattr(inner, "values"):
+        for name, heuristic in inner.values.items():
+            values[name] = heuristic({**args, **values})
+        inner = inner.fn
+    return Plan(jit_fn(tuned), values, config.num_warps, config.num_stages, tuned, dict(constexprs))

@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
-from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
+from sdkernels.kernels.arch import arch_of
 from sdkernels.kernels.attention_configs import (
     DV_SPLIT_CONFIGS,
     PIECES_CONFIGS,
@@ -30,6 +31,7 @@ from sdkernels.kernels.attention_configs import (
 )
 
 LOG2E = tl.constexpr(1.4426950408889634)  # the softmax runs in exp2: e^x = 2^(x·log2 e)
+_LOG2E = 1.4426950408889634
 _EVEN_N = {"EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0}
 _TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
 
@@ -319,45 +321,99 @@ def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+_plans: dict[tuple, Plan] = {}
+
+
+def _plan(
+    q: torch.Tensor, head_dim: int, bias: str, lk: int, unit: int, tensors: tuple, ints: tuple, arch: int
+) -> Plan:
+    """The kernel, config and constexprs for this call's class: (arch, dtype, head dim, bias kind, whether the keys
+    fit one tile of a table config, Lk % BLOCK_N == 0, stride unit). Cached: computed once per class."""
+    lk_class = lk if lk <= 128 else 256  # the table prefers a BLOCK_N that covers every key when Lk <= 128
+    key = (arch, q.dtype, head_dim, bias, lk_class, unit, lk % 128 == 0, lk % 64 == 0, lk % 32 == 0, lk % 16 == 0)
+    plan = _plans.get(key)
+    if plan is None:
+        pieces = uses_pieces_kernel(head_dim, q.dtype)
+        tuned = _attention_pieces_kernel if pieces else _attention_dv_split_kernel
+        meta = {"HEAD_DIM": head_dim, "BIAS": bias, "DOT_PRECISION": dot_precision(q.dtype), "STRIDE_UNIT": unit}
+        if pieces:
+            meta.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
+        named = dict(zip(jit_fn(tuned).arg_names, (*tensors, *ints), strict=False))
+        plan = _plans[key] = first_config_plan(tuned, named, meta)
+    return plan
+
+
+_calls: dict[tuple, tuple[Plan, tuple[int, int, int], tuple]] = {}
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, attn_bias: torch.Tensor | None
 ) -> torch.Tensor:
     """softmax(q kᵀ·scale + attn_bias) v. q: (B, H, Lq, D), k/v: (B, H, Lk, D), D % 8 == 0 and D ≤ 512 (checked by
     sdkernels.ops); attn_bias: None or 4-D, broadcastable to (B, H, Lq, Lk), any float dtype, read with stride 0 on
     broadcast dims. Returns (B, H, Lq, D) in q's dtype with the (B, Lq, H, D) memory layout."""
-    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    batch, heads, lq, head_dim = q.shape
+    out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
+    if batch * heads * lq * head_dim == 0:
+        return out
+    # Everything but the pointers follows from the call's signature: cached per signature.
+    key = (
+        q.shape,
+        q.stride(),
+        k.shape,
+        k.stride(),
+        v.stride(),
+        q.dtype,
+        None if attn_bias is None else (attn_bias.shape, attn_bias.stride()),
+        scale,
+        arch_of(q.device),
+    )
+    call = _calls.get(key)
+    if call is None:
+        call = _calls[key] = _prepare(q, k, v, out, scale, attn_bias)
+    plan, grid, ints = call
+    # (q stands in for a missing bias pointer; never read). A bias is passed as its broadcast view: stride 0 on
+    # broadcast dims, the strides the kernel reads it with.
+    bias = q if attn_bias is None else attn_bias.expand(batch, heads, lq, k.shape[2])
+    launch_plan(plan, grid, (q, k, v, bias, out, *ints), q.device, _tuned_grid(lq, head_dim, heads, batch))
+    return out
+
+
+def _tuned_grid(lq: int, head_dim: int, heads: int, batch: int):
+    def grid(meta: dict) -> tuple[int, int, int]:
+        chunks = -(-head_dim // meta["DV_CHUNK"]) if "DV_CHUNK" in meta else 1
+        return (-(-lq // meta["BLOCK_M"]) * chunks, heads, batch)
+
+    return grid
+
+
+def _prepare(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    scale: float,
+    attn_bias: torch.Tensor | None,
+) -> tuple[Plan, tuple[int, int, int], tuple]:
+    """(plan, grid, integer arguments) of a call signature."""
     batch, heads, lq, head_dim = q.shape
     lk = k.shape[2]
-    out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
-    if out.numel() == 0:
-        return out
     bias = None if attn_bias is None else attn_bias.expand(batch, heads, lq, lk)  # broadcast dims get stride 0
     bias_strides = (0, 0, 0, 0) if bias is None else bias.stride()
-    qkvo_strides = [s for t in (q, k, v, out) for s in _outer_strides(t)]
+    qkvo_strides = [*_outer_strides(q), *_outer_strides(k), *_outer_strides(v), *_outer_strides(out)]
     unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
     qkvo_strides = [s // unit for s in qkvo_strides]
-    args = (
-        q,
-        k,
-        v,
-        q if bias is None else bias,
-        out,
-        *qkvo_strides[:9],
-        *bias_strides,
-        *qkvo_strides[9:],
-        lq,
-        lk,
-        scale * LOG2E.value,
-    )  # (q stands in for a missing bias pointer; it is never read)
-    meta = {"HEAD_DIM": head_dim, "BIAS": bias_kind(bias), "DOT_PRECISION": dot_precision(q.dtype), "STRIDE_UNIT": unit}
-    if uses_pieces_kernel(head_dim, q.dtype):
-        pieces = head_dim_pieces(head_dim)
-        grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), heads, batch)
-        _attention_pieces_kernel[grid](*args, **meta, D_PIECE0=pieces[0], D_PIECE1=pieces[1], D_PIECE2=pieces[2])
-    else:
-        grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]) * triton.cdiv(head_dim, cfg["DV_CHUNK"]), heads, batch)
-        _attention_dv_split_kernel[grid](*args, **meta)
-    return out
+    ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], lq, lk, scale * _LOG2E)
+    tensors = (q, k, v, q if bias is None else bias, out)
+    kind = "none" if bias is None else bias_kind(bias)
+    plan = _plan(q, head_dim, kind, lk, unit, tensors, ints, arch_of(q.device))
+    block_m = plan.constexprs["BLOCK_M"]
+    programs_m = -(-lq // block_m)
+    if "DV_CHUNK" in plan.constexprs:
+        programs_m *= -(-head_dim // plan.constexprs["DV_CHUNK"])
+    return plan, (programs_m, heads, batch), ints
 
 
 def aot_specs() -> list[AotSpec]:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import triton
 
+from sdkernels.kernels import arch as arch_info
 from sdkernels.kernels._tuning import AotSpec
 
 # Head dims up to this run in the pieces kernel (Q and the fp32 accumulators held in registers); above it the
@@ -109,13 +110,11 @@ DV_SPLIT_CONFIGS = [c for configs in DV_SPLIT_TABLE.values() for c in configs]
 
 
 def arch_kind(device: torch.device) -> str:
-    """Which table row a device uses; the interpreter (CPU) uses the sm80 row."""
-    if device.type != "cuda":
-        return "sm80"
+    """Which table row a device uses (sdkernels.kernels.arch decides); the interpreter (CPU) uses the sm80 row."""
+    if device.type != "cuda" or arch_info.recorded_arch() is not None:
+        return arch_info.kind_of(device)
     major, minor = torch.cuda.get_device_capability(device)
-    if major == 9:
-        return "sm90"
-    return "sm80" if (major, minor) == (8, 0) else "small"
+    return arch_info.kind(major * 10 + minor)
 
 
 def uses_pieces_kernel(head_dim: int, dtype: torch.dtype) -> bool:

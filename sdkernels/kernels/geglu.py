@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
-from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels import arch
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 from sdkernels.kernels.gelu_gate import rows_view
 
 Tensor = torch.Tensor
@@ -54,7 +55,7 @@ FP32_CONFIGS = [
 def _drop_sm90_only(configs: list[triton.Config], args: dict) -> list[triton.Config]:
     """Offer the SM90_CONFIGS only on compute capability 9.x and up (they spill on 8.x)."""
     x = args["x_ptr"]
-    if x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9:
+    if arch.kind_of(x.device) == "sm90" or (x.device.type != "cuda" and arch.recorded_arch() is None):
         return configs
     return [c for c in configs if not any(c is sm90 for sm90 in SM90_CONFIGS)]
 
@@ -144,13 +145,17 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if bias is not None and bias.stride(0) != 1:
         bias = bias.contiguous()  # a (2*inner,) vector: cheaper to copy than to carry a stride through the kernel
 
-    fp32 = x.dtype == torch.float32
-    kernel = _geglu_fp32 if fp32 else _geglu_low_precision
-
-    def grid(meta: dict) -> tuple[int]:
-        return (triton.cdiv(tokens, meta["BLOCK_M"]) * triton.cdiv(inner, meta["BLOCK_N"]),)
-
-    kernel[grid](
+    has_bias = bias is not None
+    key = (arch.arch_of(x.device), x.dtype, has_bias)
+    plan = _plans.get(key)
+    if plan is None:
+        fp32 = x.dtype == torch.float32
+        named = {"x_ptr": x2, "M": tokens, "N": inner, "K": dim}
+        constexprs = {"HAS_BIAS": has_bias, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
+        plan = _plans[key] = first_config_plan(_geglu_fp32 if fp32 else _geglu_low_precision, named, constexprs)
+    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
+    grid = (((tokens + block_m - 1) // block_m) * ((inner + block_n - 1) // block_n),)
+    args = (
         x2,
         weight,
         weight if bias is None else bias,
@@ -162,10 +167,12 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         weight.stride(0),
         weight.stride(1),
         out2.stride(0),
-        HAS_BIAS=bias is not None,
-        DOT_PRECISION="ieee" if fp32 else "tf32",
     )
+    launch_plan(plan, grid, args, x.device, lambda m: (-(-tokens // m["BLOCK_M"]) * -(-inner // m["BLOCK_N"]),))
     return out
+
+
+_plans: dict[tuple, Plan] = {}
 
 
 def aot_specs() -> list[AotSpec]:

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._tuning import AotSpec, autotune, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
 
 Tensor = torch.Tensor
 
@@ -81,11 +81,18 @@ def gelu_gate(h: Tensor) -> Tensor:
     rows = h2.shape[0]
     out2 = out.view(rows, inner)
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(inner, meta["BLOCK_N"])
-
-    _gelu_gate_kernel[grid](h2, out2, rows, inner, h2.stride(0), out2.stride(0))
+    key = (h.dtype, inner if inner < 1024 else 1024)  # the table's choice depends on the row width up to 1024
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = first_config_plan(_gelu_gate_kernel, {"h_ptr": h2, "M": rows, "N": inner}, {})
+    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
+    grid = ((rows + block_m - 1) // block_m, (inner + block_n - 1) // block_n)
+    args = (h2, out2, rows, inner, h2.stride(0), out2.stride(0))
+    launch_plan(plan, grid, args, h.device, lambda m: (-(-rows // m["BLOCK_M"]), -(-inner // m["BLOCK_N"])))
     return out
+
+
+_plans: dict[tuple, Plan] = {}
 
 
 def aot_specs() -> list[AotSpec]:

@@ -16,15 +16,18 @@ Three paths:
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import triton
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._tuning import AotSpec, jit_fn
+from sdkernels.kernels._launch import runtime_arg_names
+from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, launch_plan
+from sdkernels.kernels.arch import recorded_arch, sm_count
 from sdkernels.kernels.group_norm_kernels import (
-    TILE_CONFIGS,
     group_norm_apply_kernel,
     group_norm_fused_kernel,
     group_norm_partials_kernel,
@@ -35,7 +38,7 @@ Tensor = torch.Tensor
 # Split policy. Module-level so tests can force the split path on small inputs (FORCE_SPLIT).
 PROGRAMS_PER_SM = 4  # split until there are about this many programs per SM
 MIN_ELEMENTS_PER_PROGRAM = 8192  # smaller chunks cost a second launch and more than they parallelise
-CHUNK_ALIGN = 1024  # split chunks start at multiples of this many positions: aligned, whole tiles (BLOCK_S | 1024)
+CHUNK_ALIGN = 2048  # split chunks start at multiples of this many positions: aligned, whole tiles (BLOCK_S | 2048)
 MAX_SPLIT = 1024  # kernel 2 merges a group's partials as one vector of next_pow2(SPLIT) lanes
 DEFAULT_SM_COUNT = 132  # H100; used off CUDA (the interpreter) for the split decision
 FORCE_SPLIT: int | None = None  # tests: split every group into about this many chunks (aligned to 16)
@@ -58,12 +61,21 @@ def split_chunk(n_groups: int, channels_per_group: int, spatial: int, sm_count: 
     """Spatial positions per chunk when each of the n_groups (N * G) groups is split across programs, or None for
     the fused kernel: split until PROGRAMS_PER_SM programs per SM, keeping MIN_ELEMENTS_PER_PROGRAM each."""
     if FORCE_SPLIT is not None:
-        chunk = triton.cdiv(triton.cdiv(spatial, FORCE_SPLIT), 16) * 16
+        chunk = _cdiv(_cdiv(spatial, FORCE_SPLIT), 16) * 16
     else:
-        wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count, n_groups)
+        wanted = _cdiv(PROGRAMS_PER_SM * sm_count, n_groups)
         split = min(wanted, channels_per_group * spatial // MIN_ELEMENTS_PER_PROGRAM, MAX_SPLIT)
-        chunk = triton.cdiv(triton.cdiv(spatial, max(split, 1)), CHUNK_ALIGN) * CHUNK_ALIGN
-    return chunk if 1 < triton.cdiv(spatial, chunk) <= MAX_SPLIT else None
+        chunk = _cdiv(_cdiv(spatial, max(split, 1)), CHUNK_ALIGN) * CHUNK_ALIGN
+    return chunk if 1 < _cdiv(spatial, chunk) <= MAX_SPLIT else None
+
+
+# Plain int math on the host: triton.cdiv / next_power_of_2 are constexpr_function objects (~3 µs per call).
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length() if n > 1 else 1
 
 
 def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int:
@@ -73,39 +85,131 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
     after another, ~10 ms of Python each) only the number of groups bounds it."""
     if FORCE_GROUPS_PER_PROGRAM is not None:
         return FORCE_GROUPS_PER_PROGRAM
-    bound = triton.next_power_of_2(groups)
-    while sm_count is not None and bound > 1 and batch * triton.cdiv(groups, bound) < MIN_PROGRAMS_PER_SM * sm_count:
+    bound = _pow2(groups)
+    while sm_count is not None and bound > 1 and batch * _cdiv(groups, bound) < MIN_PROGRAMS_PER_SM * sm_count:
         bound //= 2
     return bound
 
 
 # ----------------------------------------------------------------------------------------------------- launcher
+@dataclass(frozen=True)
+class _Launches:
+    """Everything about a call that follows from its signature (shapes, strides, dtype, options): the kernels'
+    plans, grids and integer arguments, and where each pointer argument comes from. Cached per signature, so a
+    repeated call only allocates the output and launches."""
+
+    steps: tuple[tuple[Plan, tuple[int, ...], tuple[Any, ...]], ...]  # (plan, grid, args with _SLOT placeholders)
+    partials_shape: tuple[int, ...] | None  # the split path's (2, N*G, SPLIT) fp32 scratch
+    contiguous_out: bool  # allocate the output contiguous (x is); else empty_like(x)
+
+
+# Pointer arguments are filled per call from (x, out, weight, bias, add, partials).
+_SLOT = {"x_ptr": 0, "out_ptr": 1, "weight_ptr": 2, "bias_ptr": 3, "add_ptr": 4, "partials_ptr": 5}
+
+
+class _Slot(int):
+    """Marks an argument position that takes the per-call tensor number `int(self)`."""
+
+
+_cache: dict[tuple, _Launches | None] = {}
+
+
 def group_norm_silu(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
 ) -> Tensor:
     """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
-    Returns an empty_like(x) output: x's dtype and memory format."""
-    out = poison(torch.empty_like(x))
-    if out.numel() == 0:
-        return out
-    if x.numel() // x.shape[0] >= 2**31:
-        note_fallback("group_norm_silu", "a sample of 2**31 or more elements overflows 32-bit in-group offsets")
-        return reference.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
-    if _ncs_strides(x) is None:
-        # The spatial dims cannot be flattened in place (e.g. sliced or transposed H/W): one visible copy.
-        x = x.contiguous()
-    # empty_like keeps x's layout; if even that cannot be flattened, write contiguous and copy into it once.
-    target = out if _ncs_strides(out) is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
-    batch, channels = x.shape[:2]
-    spatial, cpg, n_groups = x[0, 0].numel(), channels // num_groups, batch * num_groups
-    args = dict(zip(("stride_xn", "stride_xc", "stride_xs"), _ncs_strides(x), strict=True)) | dict(
-        zip(("stride_on", "stride_oc", "stride_os"), _ncs_strides(target), strict=True)
+    Returns an output with x's dtype and memory format."""
+    if weight is not None and weight.stride(0) != 1:
+        weight = weight.contiguous()  # (C,): tiny
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
+    key = (
+        x.shape,
+        x.stride(),
+        x.dtype,
+        x.device,
+        num_groups,
+        weight is None,
+        bias is None,
+        None if add is None else add.stride(),
+        eps,
+        silu,
+        recorded_arch(),
+        # the policy knobs (tests pin them): a changed policy must not reuse a plan made under another
+        (FORCE_SPLIT, FORCE_GROUPS_PER_PROGRAM, MIN_ELEMENTS_PER_PROGRAM, CHUNK_ALIGN, DEFAULT_SM_COUNT),
     )
+    launches = _cache.get(key, _MISSING)
+    if launches is _MISSING:
+        launches = _cache[key] = _prepare(x, num_groups, weight, bias, eps, silu, add)
+    if launches is None:  # empty, or a layout the plan cannot describe: the general (slow) path
+        return _general(x, num_groups, weight, bias, eps, silu, add)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if launches.contiguous_out else torch.empty_like(x)
+    poison(out)
+    partials = None
+    if launches.partials_shape is not None:
+        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
+    tensors = (
+        x,
+        out,
+        x if weight is None else weight,
+        x if bias is None else bias,
+        x if add is None else add,
+        partials,
+    )
+    for plan, grid, template in launches.steps:
+        args = [tensors[a] if type(a) is _Slot else a for a in template]
+        launch_plan(plan, grid, args, x.device, _tuned_grid(plan, grid, x.shape[0], num_groups))
+    return out
+
+
+def _tuned_grid(plan: Plan, grid: tuple[int, ...], batch: int, groups: int):
+    if "GROUPS_PER_PROGRAM" not in plan.constexprs:
+        return lambda meta: grid  # the split kernels' grid does not depend on the config
+    return lambda meta: (batch * _cdiv(groups, meta["GROUPS_PER_PROGRAM"]),)
+
+
+_MISSING: Any = object()
+
+
+def _prepare(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> _Launches | None:
+    """The cached part of a call, or None when the call takes the general path (empty input, 2**31-element
+    samples, spatial dims that need a copy, or an output layout that cannot be flattened)."""
+    if x.numel() == 0 or x.numel() // x.shape[0] >= 2**31:
+        return None
+    x_strides = _ncs_strides(x)
+    contiguous_out = x.is_contiguous()
+    probe = torch.empty_like(x) if not contiguous_out else x
+    out_strides = _ncs_strides(probe)
+    if x_strides is None or out_strides is None:
+        return None
+    return _plan_launches(x, probe, x_strides, out_strides, num_groups, weight, bias, eps, silu, add, contiguous_out)
+
+
+def _plan_launches(
+    x: Tensor,
+    out: Tensor,
+    x_strides: tuple[int, int, int],
+    out_strides: tuple[int, int, int],
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    silu: bool,
+    add: Tensor | None,
+    contiguous_out: bool,
+) -> _Launches:
+    batch, channels = x.shape[:2]
+    spatial, cpg, n_groups = math.prod(x.shape[2:]), channels // num_groups, batch * num_groups
+    has_weight, has_bias, has_add = weight is not None, bias is not None, add is not None
+    args: dict[str, Any] = dict(zip(("stride_xn", "stride_xc", "stride_xs"), x_strides, strict=True))
+    args |= dict(zip(("stride_on", "stride_oc", "stride_os"), out_strides, strict=True))
     args |= dict(
         x_ptr=x,
-        out_ptr=target,
-        weight_ptr=x if weight is None else weight.contiguous(),  # (C,): tiny
-        bias_ptr=x if bias is None else bias.contiguous(),
+        out_ptr=out,
+        weight_ptr=x if weight is None else weight,
+        bias_ptr=x if bias is None else bias,
         add_ptr=x if add is None else add,
         G=num_groups,
         S=spatial,
@@ -113,113 +217,101 @@ def group_norm_silu(
         eps=eps,
         stride_ac=0 if add is None else add.stride(1),
         CPG=cpg,
-        HAS_WEIGHT=weight is not None,
-        HAS_BIAS=bias is not None,
-        HAS_ADD=add is not None,
-        SILU=silu,
     )
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else None
+    flags = {"HAS_WEIGHT": has_weight, "HAS_BIAS": has_bias, "HAS_ADD": has_add, "SILU": silu}
+    sms = sm_count(x.device)
     chunk = split_chunk(n_groups, cpg, spatial, sms or DEFAULT_SM_COUNT)
     if chunk is None:
-        grid = lambda meta: (batch * triton.cdiv(num_groups, meta["GROUPS_PER_PROGRAM"]),)  # noqa: E731
-        group_norm_fused_kernel[grid](MAX_GROUPS_PER_PROGRAM=max_groups_per_program(batch, num_groups, sms), **args)
-    else:
-        grid = (n_groups, triton.cdiv(spatial, chunk))
-        partials = torch.empty(2, *grid, dtype=torch.float32, device=x.device)  # (mean, M2) per chunk
-        partials_args = {k: args[k] for k in group_norm_partials_kernel.arg_names if k in args}
-        group_norm_partials_kernel[grid](partials_ptr=partials, chunk_s=chunk, **partials_args)
-        group_norm_apply_kernel[grid](partials_ptr=partials, chunk_s=chunk, **args)
+        bound = max_groups_per_program(batch, num_groups, sms)
+        plan = first_config_plan(group_norm_fused_kernel, args, {**flags, "MAX_GROUPS_PER_PROGRAM": bound})
+        per_program = plan.constexprs["GROUPS_PER_PROGRAM"]
+        grid = (batch * _cdiv(num_groups, per_program),)
+        return _Launches(((plan, grid, _template(plan, args)),), None, contiguous_out)
+    grid = (n_groups, _cdiv(spatial, chunk))  # x: N*G < 2**31; y: at most MAX_SPLIT (1024) <= 65535
+    args |= {"partials_ptr": x, "chunk_s": chunk}
+    partials_plan = first_config_plan(group_norm_partials_kernel, args, {"HAS_ADD": has_add})
+    apply_plan = first_config_plan(group_norm_apply_kernel, args, flags)
+    steps = tuple((plan, grid, _template(plan, args)) for plan in (partials_plan, apply_plan))
+    return _Launches(steps, (2, *grid), contiguous_out)
+
+
+def _template(plan: Plan, args: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(_Slot(_SLOT[n]) if n in _SLOT else args[n] for n in runtime_arg_names(plan.fn))
+
+
+def _general(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
+    """Calls the cached path cannot describe: empty inputs, 2**31-element samples (visible fallback), spatial dims
+    that cannot be flattened in place (one copy), outputs whose layout cannot be flattened (written contiguous,
+    copied once)."""
+    out = poison(torch.empty_like(x))
+    if out.numel() == 0:
+        return out
+    if x.numel() // x.shape[0] >= 2**31:
+        note_fallback("group_norm_silu", "a sample of 2**31 or more elements overflows 32-bit in-group offsets")
+        return reference.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
+    if _ncs_strides(x) is None:
+        x = x.contiguous()  # e.g. sliced or transposed H/W
+    target = out if _ncs_strides(out) is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
+    launches = _plan_launches(
+        x, target, _ncs_strides(x), _ncs_strides(target), num_groups, weight, bias, eps, silu, add, False
+    )
+    partials = None
+    if launches.partials_shape is not None:
+        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
+    tensors = (x, target, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
+    for plan, grid, template in launches.steps:
+        args = [(*tensors, partials)[a] if type(a) is _Slot else a for a in template]
+        launch_plan(plan, grid, args, x.device)
     if target is not out:
         out.copy_(target)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- AOT compile specs
+# Representative SD shapes per layout, chosen to reach every kernel variant a default run compiles: NCHW's fused
+# loop over long rows (32x32 latents and up) and short rows (8x8), and the split kernels (VAE decoder at 256x256);
+# channels_last's one-tile (one and several groups per program), loop and split paths.
+AOT_SHAPES = {
+    "nchw": [(2, 1280, 32, 32), (2, 1280, 8, 8), (1, 128, 256, 256)],
+    "channels_last": [(2, 1280, 8, 8), (2, 320, 8, 8), (2, 320, 24, 24), (1, 128, 256, 256)],
+}
+
+
 def aot_specs() -> list[AotSpec]:
-    """Every shipped config: the three kernels (the fused one as one group per tile, several groups per tile and its
-    loop) x TILE_CONFIGS x fp16/bf16/fp32 x NCHW/channels_last (they compile differently: the JIT specialises the
-    unit stride, and the add's), at representative SD shapes (UNet CPG 40 and 10, VAE decoder CPG 4; several groups
-    per tile: UNet CPG 10 at 8x8, and all 32 groups of CPG 4), weight, bias, add, SiLU on."""
-    full = {"HAS_WEIGHT": True, "HAS_BIAS": True, "HAS_ADD": True, "SILU": True}
-    specs = []
-    for element, channels_last, config in itertools.product(("fp16", "bf16", "fp32"), (False, True), TILE_CONFIGS):
-        tile = config.kwargs["TILE"]
-        split_tile = {"CPG": 4, "BLOCK_C": 4, "BLOCK_S": min(tile // 4, CHUNK_ALIGN)}
-        unit = {"stride_ac", "stride_xc", "stride_oc"} if channels_last else {"stride_ac", "stride_xs", "stride_os"}
-        one_group = {"ONE_TILE": True, "MAX_GROUPS_PER_PROGRAM": 1, "GROUPS_PER_PROGRAM": 1}
-        for kernel, variant, constexprs in (
-            (
-                group_norm_fused_kernel,
-                "fused one tile",
-                {**full, **one_group, "CPG": 40, "BLOCK_C": 64, "BLOCK_S": tile // 64},
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused groups",
-                {
-                    **full,
-                    "CPG": 10,
-                    "BLOCK_C": 16,
-                    "BLOCK_S": 64,
-                    "ONE_TILE": True,
-                    "MAX_GROUPS_PER_PROGRAM": tile // 1024,
-                    "GROUPS_PER_PROGRAM": tile // 1024,
-                },
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused all groups",
-                {
-                    **full,
-                    "CPG": 4,
-                    "BLOCK_C": 4,
-                    "BLOCK_S": tile // 128,
-                    "ONE_TILE": True,
-                    "MAX_GROUPS_PER_PROGRAM": 32,
-                    "GROUPS_PER_PROGRAM": 32,
-                },
-            ),
-            (
-                group_norm_fused_kernel,
-                "fused loop",
-                {
-                    **full,
-                    "CPG": 10,
-                    "BLOCK_C": 16,
-                    "BLOCK_S": tile // 16,
-                    "ONE_TILE": False,
-                    "MAX_GROUPS_PER_PROGRAM": 1,
-                    "GROUPS_PER_PROGRAM": 1,
-                },
-            ),
-            (group_norm_partials_kernel, "split partials", {**split_tile, "HAS_ADD": True}),
-            (group_norm_apply_kernel, "split apply", {**full, **split_tile, "BLOCK_SPLIT": 32}),
-        ):
-            fn = jit_fn(kernel)
-            signature = {
-                p.name: "fp32"
-                if p.name == "eps"
-                else "*fp32"
-                if p.name == "partials_ptr"
-                else f"*{element}"
-                if p.name.endswith("_ptr")
-                else "i32"
-                for p in fn.params
-                if not p.is_constexpr
-            }
+    """Every kernel variant the launcher ships by default, as the launch recorder sees it on sm_90 at SD shapes
+    (AOT_SHAPES) in fp16/bf16/fp32, weight, bias, add and SiLU on: signature, JIT specialisation, constexprs and
+    launch options exactly as launched. (Opt-in autotuning may also try the other TILE_CONFIGS on channels_last.)"""
+    from sdkernels.kernels._launch import LaunchRecorder
+
+    specs: list[AotSpec] = []
+    for dtype, layout in itertools.product((torch.float16, torch.bfloat16, torch.float32), AOT_SHAPES):
+        with LaunchRecorder(arch=90) as recorder:
+            for shape in AOT_SHAPES[layout]:
+                memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                x = torch.empty(shape, dtype=dtype, device="meta", memory_format=memory_format)
+                weight = torch.empty(shape[1], dtype=dtype, device="meta")
+                add = torch.empty(shape[:2], dtype=dtype, device="meta")
+                group_norm_silu(x, 32, weight, weight, 1e-5, True, add)
+        for launch in recorder.compiles():
+            tiles = launch.constexprs
+            variant = f"{launch.kernel.rsplit('.', 1)[-1]} {layout} {str(dtype)[6:]} tile{tiles['TILE']} "
+            variant += f"{tiles['BLOCK_C']}x{tiles['BLOCK_S']}"
+            if tiles.get("ONE_TILE"):
+                variant += f" one-tile x{tiles['GROUPS_PER_PROGRAM']}"
             specs.append(
                 AotSpec(
                     kernel="group_norm_silu",
-                    fn=fn,
-                    signature=signature,
-                    constexprs={**constexprs, **config.kwargs},
-                    variant=f"{variant} {element} {'channels_last' if channels_last else 'nchw'} tile{tile} "
-                    f"w{config.num_warps}",
-                    num_warps=config.num_warps,
-                    num_stages=config.num_stages,
+                    variant=variant,
+                    fn=launch.fn,
+                    signature={n: "i32" if n in launch.equal_to_1 else t for n, t in launch.signature.items()},
+                    constexprs=dict(launch.constexprs),
+                    num_warps=launch.num_warps,
+                    num_stages=launch.num_stages,
                     uses_dot=False,
-                    divisible_by_16=tuple(n for n in signature if n not in unit and n != "eps"),
-                    equal_to_1=tuple(sorted(unit & signature.keys())),
+                    divisible_by_16=launch.divisible_by_16,
+                    equal_to_1=launch.equal_to_1,
                 )
             )
     return specs

@@ -24,11 +24,42 @@ TILE_CONFIGS = [
 ]
 
 
-_pow2 = triton.next_power_of_2
+def _pow2(n: int) -> int:  # plain int math: triton.next_power_of_2 costs ~3 µs from host code
+    return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
+# Tile geometry. NCHW tensors (unit spatial stride, SD's layout) always loop over a fixed (TILE / BLOCK_S, BLOCK_S)
+# tile, BLOCK_S = LONG_BLOCK_S for rows of S >= LONG_ROWS positions else SHORT_BLOCK_S, whatever CPG and S are:
+# with CPG a runtime int, one compiled kernel per (dtype, flags, row class) serves every resolution, batch and
+# channel count. (A group that fits one tile is read twice, the second time from L2.) Other layouts
+# (channels_last) keep CPG-shaped tiles: pow2(CPG) channels, and small groups packed side by side in one tile.
+LONG_ROWS = 1024
+LONG_BLOCK_S = 2048  # (4, 2048) at TILE 8192: 16-byte loads along S
+SHORT_BLOCK_S = 256  # (32, 256) at TILE 8192: rows of 16x16 latents and below
+
+
+def _nchw(args: dict[str, Any]) -> bool:
+    return args["stride_xs"] == 1
+
+
+def _nchw_block_s(args: dict[str, Any]) -> int:
+    return min(LONG_BLOCK_S if args["S"] >= LONG_ROWS else SHORT_BLOCK_S, args["TILE"])
 
 
 def _block_c(args: dict[str, Any]) -> int:
+    if _nchw(args):
+        return args["TILE"] // _nchw_block_s(args)
     return min(_pow2(args["CPG"]), args["TILE"])
+
+
+def _fused_block_s(args: dict[str, Any]) -> int:
+    if _nchw(args):
+        return args["TILE"] // args["BLOCK_C"]
+    return min(args["TILE"] // args["BLOCK_C"], _pow2(args["S"]))
+
+
+def _one_tile(args: dict[str, Any]) -> bool:
+    return not _nchw(args) and args["CPG"] <= args["BLOCK_C"] and args["S"] <= args["BLOCK_S"]
 
 
 def _prune_tiles(max_block_s: Any) -> Any:
@@ -36,6 +67,8 @@ def _prune_tiles(max_block_s: Any) -> Any:
     would only repeat a smaller tile)."""
 
     def prune(configs: list[triton.Config], args: dict[str, Any]) -> list[triton.Config]:
+        if _nchw(args):
+            return configs  # fixed geometry: the biggest tile, whatever the shape
         needed = _pow2(args["CPG"]) * max_block_s(args)
         return [c for c in configs if c.kwargs["TILE"] <= needed] or configs[-1:]  # the last has the smallest tile
 
@@ -92,7 +125,7 @@ def _chunk_moments(
     stride_ac,
     pivot,
     add_pivot,
-    CPG: tl.constexpr,
+    CPG,
     HAS_ADD: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_S: tl.constexpr,
@@ -144,7 +177,7 @@ def _normalize_chunk(
     add_pivot,
     mean,
     rstd,
-    CPG: tl.constexpr,
+    CPG,
     HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_ADD: tl.constexpr,
@@ -178,12 +211,12 @@ def _normalize_chunk(
 @triton.heuristics(
     {
         "BLOCK_C": _block_c,
-        "BLOCK_S": lambda a: min(a["TILE"] // a["BLOCK_C"], _pow2(a["S"])),
-        "ONE_TILE": lambda a: a["CPG"] <= a["BLOCK_C"] and a["S"] <= a["BLOCK_S"],
+        "BLOCK_S": _fused_block_s,
+        "ONE_TILE": _one_tile,
         "GROUPS_PER_PROGRAM": _groups_per_program,
     }
 )
-@triton.jit
+@triton.jit(do_not_specialize=["CPG", "G"])
 def group_norm_fused_kernel(
     x_ptr,
     out_ptr,
@@ -201,7 +234,7 @@ def group_norm_fused_kernel(
     stride_an,
     stride_ac,
     eps,
-    CPG: tl.constexpr,
+    CPG,
     HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_ADD: tl.constexpr,
@@ -314,11 +347,12 @@ def _chunk_block(args: dict[str, Any]) -> int:
 
 
 _SPLIT_HEURISTICS = {"BLOCK_C": _block_c, "BLOCK_S": lambda a: min(a["TILE"] // a["BLOCK_C"], _chunk_block(a))}
+MIN_BLOCK_SPLIT = 32  # partials merged as one vector of max(32, pow2(SPLIT)) lanes: one kernel for SPLIT <= 32
 
 
 @autotune(TILE_CONFIGS, key=["CPG", "chunk_s", "HAS_ADD"], prune=_prune_tiles(_chunk_block))
 @triton.heuristics(_SPLIT_HEURISTICS)
-@triton.jit
+@triton.jit(do_not_specialize=["CPG", "G"])
 def group_norm_partials_kernel(
     x_ptr,
     add_ptr,
@@ -331,7 +365,7 @@ def group_norm_partials_kernel(
     stride_xs,
     stride_an,
     stride_ac,
-    CPG: tl.constexpr,
+    CPG,
     HAS_ADD: tl.constexpr,
     TILE: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -368,8 +402,10 @@ def group_norm_partials_kernel(
 
 
 @autotune(TILE_CONFIGS, key=["CPG", "chunk_s", "HAS_ADD", "SILU"], prune=_prune_tiles(_chunk_block))
-@triton.heuristics({**_SPLIT_HEURISTICS, "BLOCK_SPLIT": lambda a: _pow2(triton.cdiv(a["S"], a["chunk_s"]))})
-@triton.jit
+@triton.heuristics(
+    {**_SPLIT_HEURISTICS, "BLOCK_SPLIT": lambda a: max(MIN_BLOCK_SPLIT, _pow2(-(-a["S"] // a["chunk_s"])))}
+)
+@triton.jit(do_not_specialize=["CPG", "G"])
 def group_norm_apply_kernel(
     x_ptr,
     out_ptr,
@@ -389,7 +425,7 @@ def group_norm_apply_kernel(
     stride_an,
     stride_ac,
     eps,
-    CPG: tl.constexpr,
+    CPG,
     HAS_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_ADD: tl.constexpr,

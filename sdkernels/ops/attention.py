@@ -16,6 +16,7 @@ from sdkernels.ops._common import (
     check_same_device,
     kernel_ok,
     register_reference_backward,
+    run_directly,
 )
 
 
@@ -30,32 +31,35 @@ def _check_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) 
     op = "attention"
     check_float_tensors(op, q=q, k=k, v=v, attn_bias=attn_bias)
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check(t.dim() == 4, op, f"{name} must be (B, H, L, D), got shape {tuple(t.shape)}")
-    check(q.dtype == k.dtype == v.dtype, op, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+        check(t.dim() == 4, op, lambda name=name, t=t: f"{name} must be (B, H, L, D), got shape {tuple(t.shape)}")
+    check(q.dtype == k.dtype == v.dtype, op, lambda: f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     check(
         q.shape[:2] == k.shape[:2] == v.shape[:2],
         op,
-        f"batch and heads must match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}",
+        lambda: f"batch and heads must match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}",
     )
-    check(k.shape[2] == v.shape[2], op, f"k and v lengths differ: {k.shape[2]} vs {v.shape[2]}")
+    check(k.shape[2] == v.shape[2], op, lambda: f"k and v lengths differ: {k.shape[2]} vs {v.shape[2]}")
     check(
-        q.shape[3] == k.shape[3] == v.shape[3], op, f"head dims differ: q {q.shape[3]}, k {k.shape[3]}, v {v.shape[3]}"
+        q.shape[3] == k.shape[3] == v.shape[3],
+        op,
+        lambda: f"head dims differ: q {q.shape[3]}, k {k.shape[3]}, v {v.shape[3]}",
     )
     check(q.shape[3] > 0, op, "head dim must be at least 1 (the default scale is 1/sqrt(D)), got D = 0")
     check(k.shape[2] > 0, op, "k and v must have at least one key")
     if attn_bias is not None:
         target = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        try:
-            torch.broadcast_shapes(attn_bias.shape, target)
-            ok = attn_bias.dim() <= 4 and torch.broadcast_shapes(attn_bias.shape, target) == target
-        except RuntimeError:
-            ok = False
-        check(ok, op, f"attn_bias of shape {tuple(attn_bias.shape)} does not broadcast to (B, H, Lq, Lk) = {target}")
+        # Broadcastable to target without growing it: each trailing dim is 1 or equal (plain ints, no tensors).
+        shape = tuple(attn_bias.shape)
+        ok = len(shape) <= 4 and all(b in (1, t) for b, t in zip(reversed(shape), reversed(target), strict=False))
+        check(
+            ok,
+            op,
+            lambda: f"attn_bias of shape {tuple(attn_bias.shape)} does not broadcast to (B, H, Lq, Lk) = {target}",
+        )
     check_same_device(op, q=q, k=k, v=v, attn_bias=attn_bias)
 
 
-@torch.library.custom_op("sdkernels::attention", mutates_args=())
-def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Tensor | None) -> Tensor:
+def _attention_impl(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Tensor | None) -> Tensor:
     if kernel_ok("attention", q.device, q.dtype):
         problem = attention_kernel_problem(q, attn_bias)
         if problem is None:
@@ -64,6 +68,11 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Tensor 
             return kernel(q, k, v, scale, attn_bias)
         note_fallback("attention", problem)
     return reference.attention(q, k, v, scale, attn_bias)
+
+
+@torch.library.custom_op("sdkernels::attention", mutates_args=())
+def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Tensor | None) -> Tensor:
+    return _attention_impl(q, k, v, scale, attn_bias)
 
 
 @_attention.register_fake
@@ -85,6 +94,8 @@ def attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if attn_bias is not None and attn_bias.dim() < 4:
         attn_bias = attn_bias.reshape((1,) * (4 - attn_bias.dim()) + tuple(attn_bias.shape))
+    if run_directly(q, k, v, attn_bias):  # eager inference: skip the dispatcher, same implementation
+        return _attention_impl(q, k, v, scale, attn_bias)
     return torch.ops.sdkernels.attention(q, k, v, scale, attn_bias)
 
 

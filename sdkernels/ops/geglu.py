@@ -13,41 +13,52 @@ from sdkernels.ops._common import (
     check_same_device,
     kernel_ok,
     register_reference_backward,
+    run_directly,
 )
 
 
 def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     op = "geglu"
     check_float_tensors(op, x=x, weight=weight, bias=bias)
-    check(x.dim() >= 1, op, f"x must be (..., dim), got shape {tuple(x.shape)}")
-    check(weight.dim() == 2, op, f"weight must be (2*inner, dim), got shape {tuple(weight.shape)}")
-    check(weight.shape[1] == x.shape[-1], op, f"weight has in_features {weight.shape[1]} but x has dim {x.shape[-1]}")
+    check(x.dim() >= 1, op, lambda: f"x must be (..., dim), got shape {tuple(x.shape)}")
+    check(weight.dim() == 2, op, lambda: f"weight must be (2*inner, dim), got shape {tuple(weight.shape)}")
+    check(
+        weight.shape[1] == x.shape[-1],
+        op,
+        lambda: f"weight has in_features {weight.shape[1]} but x has dim {x.shape[-1]}",
+    )
     check(
         weight.shape[0] % 2 == 0 and weight.shape[0] > 0,
         op,
-        f"weight rows ({weight.shape[0]}) must be 2*inner (value rows, then gate rows)",
+        lambda: f"weight rows ({weight.shape[0]}) must be 2*inner (value rows, then gate rows)",
     )
     check(
         bias is None or tuple(bias.shape) == (weight.shape[0],),
         op,
-        f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}",
+        lambda: f"bias must have shape ({weight.shape[0]},), got {None if bias is None else tuple(bias.shape)}",
     )
     for name, t in (("weight", weight), ("bias", bias)):
         check(
             t is None or t.dtype == x.dtype,
             op,
-            f"{name} is {None if t is None else t.dtype} but x is {x.dtype}: x, weight and bias must share a dtype",
+            lambda name=name, t=t: (
+                f"{name} is {None if t is None else t.dtype} but x is {x.dtype}: x, weight and bias must share a dtype"
+            ),
         )
     check_same_device(op, x=x, weight=weight, bias=bias)
 
 
-@torch.library.custom_op("sdkernels::geglu", mutates_args=())
-def _geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _geglu_impl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if kernel_ok("geglu", x.device, x.dtype):
         from sdkernels.kernels.geglu import geglu as kernel
 
         return kernel(x, weight, bias)
     return reference.geglu(x, weight, bias)
+
+
+@torch.library.custom_op("sdkernels::geglu", mutates_args=())
+def _geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return _geglu_impl(x, weight, bias)
 
 
 @_geglu.register_fake
@@ -62,16 +73,22 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     [inner, 2*inner) the gate. x is (..., dim); returns (..., inner) in x's dtype.
     """
     _check_geglu(x, weight, bias)
+    if run_directly(x, weight, bias):  # eager inference: skip the dispatcher, same implementation
+        return _geglu_impl(x, weight, bias)
     return torch.ops.sdkernels.geglu(x, weight, bias)
 
 
-@torch.library.custom_op("sdkernels::gelu_gate", mutates_args=())
-def _gelu_gate(h: Tensor) -> Tensor:
+def _gelu_gate_impl(h: Tensor) -> Tensor:
     if kernel_ok("gelu_gate", h.device, h.dtype):
         from sdkernels.kernels.gelu_gate import gelu_gate as kernel
 
         return kernel(h)
     return reference.gelu_gate(h)
+
+
+@torch.library.custom_op("sdkernels::gelu_gate", mutates_args=())
+def _gelu_gate(h: Tensor) -> Tensor:
+    return _gelu_gate_impl(h)
 
 
 @_gelu_gate.register_fake
@@ -82,8 +99,10 @@ def _(h):
 def gelu_gate(h: Tensor) -> Tensor:
     """value · gelu(gate) for h = cat([value, gate], -1) of shape (..., 2*inner): one elementwise pass."""
     check_float_tensors("gelu_gate", h=h)
-    check(h.dim() >= 1, "gelu_gate", f"h must be (..., 2*inner), got shape {tuple(h.shape)}")
-    check(h.shape[-1] % 2 == 0, "gelu_gate", f"last dim of h ({h.shape[-1]}) must be even (value, gate)")
+    check(h.dim() >= 1, "gelu_gate", lambda: f"h must be (..., 2*inner), got shape {tuple(h.shape)}")
+    check(h.shape[-1] % 2 == 0, "gelu_gate", lambda: f"last dim of h ({h.shape[-1]}) must be even (value, gate)")
+    if run_directly(h):
+        return _gelu_gate_impl(h)
     return torch.ops.sdkernels.gelu_gate(h)
 
 

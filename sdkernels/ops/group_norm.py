@@ -12,6 +12,7 @@ from sdkernels.ops._common import (
     check_same_device,
     kernel_ok,
     register_reference_backward,
+    run_directly,
 )
 
 
@@ -20,29 +21,30 @@ def _check_group_norm(
 ) -> None:
     op = "group_norm_silu"
     check_float_tensors(op, x=x, weight=weight, bias=bias, add=add)
-    check(x.dim() >= 2, op, f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
+    check(x.dim() >= 2, op, lambda: f"x must be (N, C, *spatial), got shape {tuple(x.shape)}")
     channels = x.shape[1]
     check(
         num_groups > 0 and channels % num_groups == 0,
         op,
-        f"num_groups={num_groups} must divide the {channels} channels of x",
+        lambda: f"num_groups={num_groups} must divide the {channels} channels of x",
     )
     for name, p in (("weight", weight), ("bias", bias)):
         check(
             p is None or tuple(p.shape) == (channels,),
             op,
-            f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
+            lambda name=name, p=p: f"{name} must have shape ({channels},), got {None if p is None else tuple(p.shape)}",
         )
     check(
         add is None or tuple(add.shape) == (x.shape[0], channels),
         op,
-        f"add must have shape (N, C) = {(x.shape[0], channels)}, got {None if add is None else tuple(add.shape)}",
+        lambda: (
+            f"add must have shape (N, C) = {(x.shape[0], channels)}, got {None if add is None else tuple(add.shape)}"
+        ),
     )
     check_same_device(op, x=x, weight=weight, bias=bias, add=add)
 
 
-@torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
-def _group_norm_silu(
+def _group_norm_silu_impl(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
 ) -> Tensor:
     if kernel_ok("group_norm_silu", x.device, x.dtype):
@@ -50,6 +52,13 @@ def _group_norm_silu(
 
         return kernel(x, num_groups, weight, bias, eps, silu, add)
     return reference.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
+
+
+@torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
+def _group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
+    return _group_norm_silu_impl(x, num_groups, weight, bias, eps, silu, add)
 
 
 @_group_norm_silu.register_fake
@@ -74,6 +83,8 @@ def group_norm_silu(
     temb). `silu=False` gives plain GroupNorm.
     """
     _check_group_norm(x, num_groups, weight, bias, add)
+    if run_directly(x, weight, bias, add):  # eager inference: skip the dispatcher, same implementation
+        return _group_norm_silu_impl(x, num_groups, weight, bias, float(eps), bool(silu), add)
     return torch.ops.sdkernels.group_norm_silu(x, num_groups, weight, bias, float(eps), bool(silu), add)
 
 

@@ -1,8 +1,8 @@
 """Correctness sweep for the GPU check: every op against the fp32 PyTorch reference on SD1.5 shapes, once per
 shipped autotune configuration that the kernel's own pruning accepts for that shape (no sanitizer, so it is fast).
 
-How every config is reached without knowing kernel internals: the first call records which `triton.autotune`
-wrappers ran and with which arguments; each of their configs that the wrapper's prune function keeps for those
+How every config is reached without knowing kernel internals: with opt-in autotuning on (GPU only), the first
+call records which `triton.autotune` wrappers ran and with which arguments; each of their configs that the wrapper's prune function keeps for those
 arguments is then pinned alone (`autotuner.configs = [config]`) and the op is run and compared again.
 Rule: max |ours - fp32 reference| <= 2 x max |PyTorch same dtype - fp32 reference| + a small floor, per dtype.
 """
@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         from sdkernels.testing.interpreter import apply_interpreter_fixes
 
         apply_interpreter_fixes()
+    else:
+        from sdkernels.kernels._tuning import set_autotune
+
+        set_autotune(True)  # launches then go through triton's autotuners, whose configs the sweep pins one by one
     rows, failures = sweep(args.csv, "cpu" if args.cpu_dry_run else "cuda", args.budget, small=args.cpu_dry_run)
     print(f"sweep: {rows} (case, config) rows, {failures} failing -> {args.csv}")
     return 1 if failures else 0

@@ -87,6 +87,7 @@ def group_norm_bytes(
     add: bool,
     affine: bool = True,
     sm_count: int = gn_kernel.DEFAULT_SM_COUNT,
+    channels_last: bool = False,
 ) -> tuple[dict[str, int], str]:
     """Bytes per tensor of sdkernels' GroupNorm(+SiLU) and the path it takes (fused one-tile, with one or several
     groups per program / fused loop / split), on a GPU with `sm_count` SMs.
@@ -101,6 +102,7 @@ def group_norm_bytes(
     args = {
         "CPG": cpg,
         "S": spatial,
+        "stride_xs": channels if channels_last else 1,  # SD's NCHW tensors: unit spatial stride
         "chunk_s": chunk,
         "HAS_ADD": add,
         "HAS_WEIGHT": affine,

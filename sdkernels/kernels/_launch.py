@@ -1,0 +1,226 @@
+"""Every kernel launch goes through `launch`, so a `LaunchRecorder` can record launches instead of running them.
+
+A launcher (sdkernels/kernels/*.py) decides everything on the host - the bare jit function, the grid, every
+constexpr including the config's tiles, num_warps and num_stages - and calls `launch`. Normally that is
+`fn[grid](...)`. Inside `with LaunchRecorder(arch=90):` it is recorded instead, together with the specialisation
+Triton's own argument binder would give the call on that GPU (dtypes, 16-byte divisibility, ints equal to 1): the
+JIT compiles once per distinct (kernel, specialisation, options), so the recorder counts exactly the compiles a GPU
+run would trigger. While recording, ops take their kernel path on any device (meta tensors included) and choose
+configs for the recorded architecture, so a whole patched pipeline can be replayed on the meta device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import triton
+from triton.runtime.jit import compute_cache_key
+
+from sdkernels.kernels import arch as arch_mod
+
+Grid = tuple[int, ...]
+
+
+@dataclass
+class Launch:
+    """One recorded launch. `key` identifies the compile it needs: two launches with equal keys share one binary."""
+
+    kernel: str  # module.qualname of the jit function
+    grid: tuple[int, int, int]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    signature: dict[str, str]  # non-constexpr argument -> Triton type ("*fp16", "i32", "constexpr" when == 1)
+    divisible_by_16: tuple[str, ...]
+    equal_to_1: tuple[str, ...]
+    key: str
+    fn: Any = field(repr=False, default=None)
+    compile_args: tuple[dict, dict, dict, dict] | None = field(repr=False, default=None)  # for triton.compile
+
+
+_state = threading.local()
+
+
+def active_recorder() -> LaunchRecorder | None:
+    return getattr(_state, "recorder", None)
+
+
+def launch(
+    fn: Any,
+    grid: Grid,
+    args: Sequence[Any],
+    constexprs: dict[str, Any],
+    num_warps: int,
+    num_stages: int,
+    device: torch.device,
+) -> None:
+    """Run (or record) `fn[grid](*args, **constexprs)` with the given launch options on `device`.
+
+    Triton launches on the *current* CUDA device; when the tensors live on another one, the launch is wrapped in a
+    device guard (only then: the check is one cheap query)."""
+    recorder = getattr(_state, "recorder", None)
+    if recorder is not None:
+        recorder.record(fn, grid, args, constexprs, num_warps, num_stages)
+        if not recorder.execute:
+            return
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        with torch.cuda.device(device.index):
+            fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
+        return
+    fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
+
+
+_arg_names: dict[str, list[str]] = {}
+
+
+def runtime_arg_names(fn: Any) -> list[str]:
+    """The non-constexpr parameters of a jit (or interpreted) function, in order."""
+    name = kernel_name(fn)
+    names = _arg_names.get(name)
+    if names is None:
+        if isinstance(fn, triton.runtime.JITFunction):
+            names = [p.name for p in fn.params if not p.is_constexpr]
+        else:
+            parameters = inspect.signature(fn.fn).parameters.values()
+            names = [p.name for p in parameters if "constexpr" not in str(p.annotation)]
+        _arg_names[name] = names
+    return names
+
+
+# --------------------------------------------------------------------------------------------------- binder
+def kernel_name(fn: Any) -> str:
+    py = getattr(fn, "fn", fn)
+    return f"{py.__module__}.{py.__qualname__}"
+
+
+_binders: dict[tuple[str, int], tuple[Callable, Any, list]] = {}
+
+
+def _binder(fn: Any, arch: int) -> tuple[Callable, Any, list]:
+    """Triton's own argument binder for `fn` with a backend of `arch` (works for interpreted functions too)."""
+    cache_key = (kernel_name(fn), arch)
+    hit = _binders.get(cache_key)
+    if hit is not None:
+        return hit
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import KernelParam, create_function_from_signature
+
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    if isinstance(fn, triton.runtime.JITFunction):
+        signature, params = fn.signature, fn.params
+    else:  # TRITON_INTERPRET=1: an InterpretedFunction around the plain Python function
+        signature = inspect.signature(fn.fn)
+        plain = set(getattr(fn, "kwargs", {}).get("do_not_specialize", None) or ())  # triton.jit(do_not_specialize=)
+        params = [KernelParam(i, p, p.name in plain, False) for i, p in enumerate(signature.parameters.values())]
+    binder = create_function_from_signature(signature, params, backend)
+    _binders[cache_key] = hit = (binder, backend, params)
+    return hit
+
+
+def launch_options(num_warps: int, num_stages: int) -> dict[str, Any]:
+    """The options JITFunction.run adds to a launch, so a recorded compile's options equal a real launch's."""
+    return {
+        "num_warps": num_warps,
+        "num_stages": num_stages,
+        "debug": bool(triton.knobs.runtime.debug),
+        "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
+        "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
+    }
+
+
+class LaunchRecorder:
+    """Context manager: record every sdkernels launch (and, with execute=True, still run it) as `Launch` entries,
+    specialised as the JIT would for GPU architecture `arch` (80, 86, 89, 90).
+
+    `launches` lists every launch in order; `compiles()` the distinct compiles, first launch of each.
+    """
+
+    def __init__(
+        self, arch: int = 90, *, execute: bool = False, keep_compile_args: bool = False, stub: bool = False
+    ) -> None:
+        self.arch = arch
+        self.execute = execute
+        self.keep_compile_args = keep_compile_args
+        # stub=True: only the host work JITFunction.run does before the driver launch (bind, specialise, look the
+        # kernel up by its key), counted in `calls`; for timing the host path (bench/bench_host.py).
+        self.stub = stub
+        self.calls = 0
+        self.launches: list[Launch] = []
+        self._seen: set[str] = set()
+        self._kernels: dict[str, Any] = {}
+
+    def __enter__(self) -> LaunchRecorder:
+        if active_recorder() is not None:
+            raise RuntimeError("sdkernels: a LaunchRecorder is already active in this thread")
+        _state.recorder = self
+        self._previous_arch = arch_mod.set_emulated(self.arch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state.recorder = None
+        arch_mod.set_emulated(self._previous_arch)
+
+    def record(
+        self, fn: Any, grid: Grid, args: Sequence[Any], constexprs: dict[str, Any], num_warps: int, num_stages: int
+    ) -> Launch:
+        binder, backend, params = _binder(fn, self.arch)
+        options = launch_options(num_warps, num_stages)
+        bound, specialization, binder_options = binder(*args, **constexprs, **options)
+        if self.stub:
+            self.calls += 1
+            key = compute_cache_key(self._kernels, specialization, binder_options)
+            self._kernels.get(key)
+            return None  # type: ignore[return-value]
+        key = kernel_name(fn) + str(specialization) + str(binder_options)  # what JITFunction.run keys its cache by
+        names = [p.name for p in params]
+        signature, divisible, ones = {}, [], []
+        for param, (ty, attr) in zip(params, specialization, strict=True):
+            if param.is_constexpr:
+                continue
+            signature[param.name] = ty
+            if ty == "constexpr":
+                ones.append(param.name)
+            elif attr == "D":
+                divisible.append(param.name)
+        compile_args = None
+        if key not in self._seen and self.keep_compile_args and isinstance(fn, triton.runtime.JITFunction):
+            compile_args = _pack(fn, backend, options, bound, specialization, binder_options)
+        padded = (tuple(grid) + (1, 1))[:3]
+        entry = Launch(
+            kernel=kernel_name(fn),
+            grid=padded,  # type: ignore[arg-type]
+            constexprs={n: bound[n] for n, p in zip(names, params, strict=True) if p.is_constexpr},
+            num_warps=num_warps,
+            num_stages=num_stages,
+            signature=signature,
+            divisible_by_16=tuple(divisible),
+            equal_to_1=tuple(ones),
+            key=key,
+            fn=fn,
+            compile_args=compile_args,
+        )
+        self._seen.add(key)
+        self.launches.append(entry)
+        return entry
+
+    def compiles(self) -> list[Launch]:
+        """The first launch of every distinct compile, in order of first use."""
+        seen: set[str] = set()
+        firsts = []
+        for entry in self.launches:
+            if entry.key not in seen:
+                seen.add(entry.key)
+                firsts.append(entry)
+        return firsts
+
+
+def _pack(fn: Any, backend: Any, options: dict, bound: dict, specialization: list, binder_options: dict) -> tuple:
+    """(signature, constexprs, attrs, options) exactly as JITFunction.run hands them to triton.compile."""
+    parsed, signature, constexprs, attrs = fn._pack_args(backend, options, bound, specialization, binder_options)
+    return signature, constexprs, attrs, dict(parsed.__dict__)
