@@ -4,7 +4,6 @@ from sdkernels import ops
 from sdkernels.report import PatchReport
 from sdkernels.warmup import warmup
 
-<<<<<<< HEAD
 try:
     from sdkernels.patch import patch, patched, unpatch
 except ModuleNotFoundError as _missing:  # the ops need only torch + triton; patching pipelines needs diffusers
@@ -17,8 +16,5 @@ except ModuleNotFoundError as _missing:  # the ops need only torch + triton; pat
 
     patched = unpatch = patch
 
-__all__ = ["ops", "patch", "patched", "unpatch", "PatchReport"]
-=======
 __all__ = ["ops", "patch", "patched", "unpatch", "warmup", "PatchReport"]
->>>>>>> main
 __version__ = "0.1.0"

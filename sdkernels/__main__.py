@@ -1,8 +1,4 @@
-<<<<<<< HEAD
-"""`python -m sdkernels demo | compile-report | traffic | versions | gpu-check [args]`."""
-=======
-"""`python -m sdkernels demo | compile-report | traffic | coldstart [args]`."""
->>>>>>> main
+"""`python -m sdkernels demo | compile-report | traffic | coldstart | versions | gpu-check [args]`."""
 
 from __future__ import annotations
 
@@ -21,16 +17,13 @@ COMMANDS = {
         "needed) and report registers, spills, shared memory, MMA",
     ),
     "traffic": ("sdkernels.tools.traffic", "bytes each kernel moves on SD shapes vs eager PyTorch and the floor"),
-<<<<<<< HEAD
-    "versions": ("sdkernels._versions", "installed torch/triton/diffusers, supported floors, version paths"),
-    "gpu-check": ("sdkernels.tools.gpu_check", "one-command GPU check: tests, op sweep, benches, SD1.5 step"),
-=======
     "coldstart": (
         "sdkernels.tools.coldstart",
         "every distinct Triton compile an SD generation triggers on a GPU arch, computed without a GPU; "
         "--compile compiles them ahead of time",
     ),
->>>>>>> main
+    "versions": ("sdkernels._versions", "installed torch/triton/diffusers, supported floors, version paths"),
+    "gpu-check": ("sdkernels.tools.gpu_check", "one-command GPU check: tests, op sweep, benches, SD1.5 step"),
 }
 
 

@@ -2,8 +2,9 @@
 shipped autotune configuration that the kernel's own pruning accepts for that shape (no sanitizer, so it is fast).
 
 How every config is reached without knowing kernel internals: with opt-in autotuning on (GPU only), the first
-call records which `triton.autotune` wrappers ran and with which arguments; each of their configs that the wrapper's prune function keeps for those
-arguments is then pinned alone (`autotuner.configs = [config]`) and the op is run and compared again.
+call records which `triton.autotune` wrappers ran and with which arguments; each of their configs that the
+wrapper's prune function keeps for those arguments is then pinned alone (`autotuner.configs = [config]`) and the
+op is run and compared again.
 Rule: max |ours - fp32 reference| <= 2 x max |PyTorch same dtype - fp32 reference| + a small floor, per dtype.
 """
 
