@@ -91,17 +91,17 @@ def _matmul_ms(device: torch.device, dtype: torch.dtype, n: int, timer: Timer) -
 
 
 def environment(device: torch.device) -> dict[str, str]:
-    import diffusers
     import triton
 
     import sdkernels
+    from sdkernels._versions import installed
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
         "gpu_name": name,
         "torch": torch.__version__,
         "triton": triton.__version__,
-        "diffusers": diffusers.__version__,
+        "diffusers": installed("diffusers") or "not installed",  # the kernel benches run without diffusers
         "sdkernels": sdkernels.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

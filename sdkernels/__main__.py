@@ -1,4 +1,4 @@
-"""`python -m sdkernels demo | compile-report | traffic | coldstart [args]`."""
+"""`python -m sdkernels demo | compile-report | traffic | coldstart | versions | gpu-check [args]`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ COMMANDS = {
         "every distinct Triton compile an SD generation triggers on a GPU arch, computed without a GPU; "
         "--compile compiles them ahead of time",
     ),
+    "versions": ("sdkernels._versions", "installed torch/triton/diffusers, supported floors, version paths"),
+    "gpu-check": ("sdkernels.tools.gpu_check", "one-command GPU check: tests, op sweep, benches, SD1.5 step"),
 }
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from sdkernels._versions import version_paths
+
 
 @dataclass(frozen=True)
 class SiteResult:
@@ -27,6 +29,8 @@ class PatchReport:
     plumbing: list[nn.Module] = field(default_factory=list, repr=False)  # patched by rules not shown in the table
     # (module, rule name) for every rule this call applied, in order: what `patched()` undoes on exit
     applied: list[tuple[nn.Module, str]] = field(default_factory=list, repr=False)
+    # installed torch/triton/diffusers and the version-dependent path each selects (sdkernels/_versions.py)
+    versions: dict[str, str] = field(default_factory=version_paths)
 
     def count(self, kind: str | None = None, status: str = "patched", component: str | None = None) -> int:
         return sum(
@@ -71,4 +75,5 @@ class PatchReport:
         for kind, site, reason in details:
             lines.append(f"note: {kind}/{site}: {reason}")
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(f"{name}: {value}" for name, value in self.versions.items())
         return "\n".join(lines)

@@ -50,10 +50,21 @@ def _apply_norm_out(owner: nn.Module) -> str | None:
         problem = f"conv_act is {type(act).__name__}, the fused op applies SiLU"
     if problem is None and ("forward" in act.__dict__ or has_hooks(act)):
         problem = "conv_act is hooked or already replaced"
-    if problem is None:
+    if problem is None and shared_activation(act):
+        bind_forward(norm, group_norm_forward)  # SiLU stays in the shared conv_act, which is left untouched
+    elif problem is None:
         bind_forward(norm, group_norm_silu_forward)
         bind_forward(act, identity_forward)
     return problem
+
+
+def shared_activation(act: nn.Module) -> bool:
+    """Older diffusers (0.30 does, 0.42 does not) return one process-wide module per name from `get_activation`
+    (`ACTIVATION_FUNCTIONS`), so conv_act can be the very SiLU every ResnetBlock2D and time embedding calls; making
+    it an identity would drop all of those. Such a conv_act keeps its SiLU and only the GroupNorm is fused."""
+    from diffusers.models import activations
+
+    return any(act is instance for instance in getattr(activations, "ACTIVATION_FUNCTIONS", {}).values())
 
 
 def _restore_norm_out(owner: nn.Module) -> None:

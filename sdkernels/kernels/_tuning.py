@@ -11,6 +11,7 @@ from typing import Any
 import triton
 
 from sdkernels._dispatch import INTERPRET, recording
+from sdkernels._versions import autotuner_skips_single_config
 from sdkernels.kernels._launch import launch
 
 ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
@@ -26,6 +27,10 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
             raise ValueError("sdkernels: no autotune config fits these arguments")
         return kept[:1] if INTERPRET else kept
 
+    if INTERPRET and not autotuner_skips_single_config():
+        # One candidate survives, so there is nothing to compare; triton < 3.7 would still time it, which needs a
+        # GPU driver. Report a zero timing without running it (the launch that follows runs the kernel once).
+        kwargs.setdefault("do_bench", _no_benchmark)
     return triton.autotune(
         configs=list(configs),
         key=key,
@@ -33,6 +38,10 @@ def autotune(configs: Sequence[triton.Config], key: list[str], prune: ConfigFilt
         cache_results=True,  # opt-in autotuning only: its timings persist on disk
         **kwargs,
     )
+
+
+def _no_benchmark(kernel_call: Callable[[], Any], quantiles: Sequence[float]) -> list[float]:
+    return [0.0] * len(quantiles)
 
 
 @dataclass(frozen=True)

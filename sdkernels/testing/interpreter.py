@@ -4,6 +4,9 @@ Applied by the test set-up (tests/conftest.py) and the demo; until then the runt
 the PyTorch reference (sdkernels/_dispatch.py). Without them the interpreter
 multiplies raw bf16 bit patterns in `tl.dot` (results ~1e10) and truncates fp32 -> bf16 casts instead of rounding
 to nearest even. Neither affects real GPUs, where this module is never applied.
+
+Version tolerance (triton 3.6 .. 3.9): every fix looks up the interpreter internal it wraps and leaves that part out
+when a release does not have it; `applied_fixes()` lists what was applied.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ import numpy as np
 from sdkernels._dispatch import mark_interpreter_bf16_fixed
 
 _applied = False
+_applied_fixes: list[str] = []
+
+
+def applied_fixes() -> list[str]:
+    """Names of the interpreter fixes applied in this process (for reports)."""
+    return list(_applied_fixes)
 
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -55,12 +64,49 @@ def apply_interpreter_fixes() -> None:
 
     builder.create_dot = create_dot
     builder.cast_impl = cast_impl
-    _skip_repeated_lang_patching(interp)
+    _applied_fixes.append("bf16 dot/cast")
+    if _index_any_scalar_shape(interp):
+        _applied_fixes.append("scalar __index__ (triton < 3.7 with numpy >= 2.4)")
+    if _skip_repeated_lang_patching(interp):
+        _applied_fixes.append("lang patched once per grid")
     _applied = True
     mark_interpreter_bf16_fixed()
 
 
-def _skip_repeated_lang_patching(interp) -> None:
+def _index_any_scalar_shape(interp) -> bool:
+    """Triton 3.6's interpreter turns a scalar into a Python int with `int(data)`, but keeps scalars as 1-element
+    1-d arrays, which numpy >= 2.4 refuses to convert; so `range(start, runtime_end, BLOCK)` inside a kernel fails.
+    Triton 3.7+ squeezes first; do the same on releases that do not."""
+    original = getattr(interp, "_patch_lang_tensor", None)
+    if original is None or "squeeze" in _source(original):
+        return False
+
+    def index(self) -> int:
+        return int(np.asarray(self.handle.data).squeeze())
+
+    def patch_lang_tensor(tensor, *args, **kwargs):
+        result = original(tensor, *args, **kwargs)
+        scope = args[0] if args else kwargs.get("scope")
+        if hasattr(scope, "set_attr"):
+            scope.set_attr(tensor, "__index__", index)  # restored with the rest when the scope ends
+        else:
+            tensor.__index__ = index
+        return result
+
+    interp._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
+def _source(fn) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
+
+
+def _skip_repeated_lang_patching(interp) -> bool:
     """Every call of a jit helper inside a kernel (tl.sum, tl.sigmoid, tl.cdiv, ...) re-runs the interpreter's
     `_patch_lang`, ~5-7 ms each, although the language modules are already patched for the running grid. Patch each
     module once per grid run instead; behaviour is unchanged, the interpreter just stops redoing identical work."""
@@ -68,8 +114,11 @@ def _skip_repeated_lang_patching(interp) -> None:
 
     import triton.language as tl
 
-    original_patch_lang = interp._patch_lang
-    original_grid_call = interp.GridExecutor.__call__
+    original_patch_lang = getattr(interp, "_patch_lang", None)
+    executor = getattr(interp, "GridExecutor", None)
+    if original_patch_lang is None or executor is None:
+        return False  # an interpreter without these internals: run unoptimised rather than break
+    original_grid_call = executor.__call__
     patched_in_run: set[int] = set()
     depth = [0]
 
@@ -99,4 +148,5 @@ def _skip_repeated_lang_patching(interp) -> None:
             patched_in_run.clear()
 
     interp._patch_lang = patch_lang
-    interp.GridExecutor.__call__ = grid_call
+    executor.__call__ = grid_call
+    return True

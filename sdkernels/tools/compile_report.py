@@ -28,6 +28,9 @@ from typing import Any
 
 from sdkernels.kernels._tuning import AotSpec
 from sdkernels.tools.aot import LIMITS, AotResult, compile_spec, identity
+from sdkernels.tools.triton_compat import accept_newer_launch_knobs
+
+accept_newer_launch_knobs()  # triton 3.6-3.8: see triton_compat.py (a no-op on 3.9)
 
 
 def kernel_providers() -> tuple[str, ...]:

@@ -168,13 +168,35 @@ def _text_config(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextConfig:
 def make_text_encoder(tokenizer: CLIPTokenizer, *, seed: int = 0) -> CLIPTextModel:
     """A 2-layer CLIPTextModel (hidden 32) over `tokenizer`'s vocabulary."""
     with seeded(seed):
-        return CLIPTextModel(_text_config(tokenizer)).eval()
+        return _fp64_safe(CLIPTextModel(_text_config(tokenizer)).eval())
 
 
 def make_text_encoder_with_projection(tokenizer: CLIPTokenizer, *, seed: int = 0) -> CLIPTextModelWithProjection:
     """SDXL's second text encoder: a CLIPTextModelWithProjection whose `text_embeds` (width 32) feed "text_time"."""
     with seeded(seed):
-        return CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=TEXT_HIDDEN)).eval()
+        return _fp64_safe(CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=TEXT_HIDDEN)).eval())
+
+
+def _fp64_safe(encoder: torch.nn.Module) -> torch.nn.Module:
+    """transformers 4.x fills CLIP's causal mask with finfo(fp64).min in torch's default dtype (fp32), which
+    overflows when the encoder runs in fp64 (the tests' reference copies). Run its forward with the default dtype
+    set to fp64 then; module-level hooks, so the encoder still pickles and deep-copies."""
+    encoder.register_forward_pre_hook(_default_dtype_like_weights)
+    encoder.register_forward_hook(_restore_default_dtype)
+    return encoder
+
+
+_saved_default_dtypes: list[torch.dtype] = []
+
+
+def _default_dtype_like_weights(module: torch.nn.Module, args: Any) -> None:
+    _saved_default_dtypes.append(torch.get_default_dtype())
+    if next(module.parameters()).dtype == torch.float64:
+        torch.set_default_dtype(torch.float64)
+
+
+def _restore_default_dtype(module: torch.nn.Module, args: Any, output: Any) -> None:
+    torch.set_default_dtype(_saved_default_dtypes.pop())
 
 
 def _bytes_to_unicode() -> dict[int, str]:
