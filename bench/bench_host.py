@@ -7,8 +7,8 @@ itself. Inputs are meta tensors of SD's real shapes (fp16), so no memory is touc
 best of several rounds, next to a calibration call (a 16-element CPU `torch.add`) timed the same way, so results
 from machines of different speed compare by the ratio.
 
-    python bench/bench_host.py            # table: op, shape, µs per call, ratio to the calibration call
-    python bench/bench_host.py --steps    # and the per-UNet-step totals for SD1.5 and SDXL (replayed on meta)
+    python -m bench.bench_host            # table: op, shape, µs per call, ratio to the calibration call
+    python -m bench.bench_host --steps    # and the per-UNet-step totals for SD1.5 and SDXL (replayed on meta)
 """
 
 from __future__ import annotations

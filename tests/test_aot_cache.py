@@ -37,6 +37,7 @@ for source, libdevice in json.loads(sys.argv[1]):
 first = specs[0]
 row = {**aot.identity(first, first.archs[0]), "registers": 123, "spill_stores": 0, "spill_loads": 0,
        "shared_static": 0, "shared_bytes": 4096, "tensor_core": "HMMA", "ctas_per_sm": 1, "occupancy_limit": "x",
+       "loop_body": {}, "kernel_mix": {}, "inner_mix": {}, "epilogue_mix": {},
        "specialised": {}, "error": "", "cache_key": keys[f"{aot.spec_dtype(first)}/{first.variant}@{first.archs[0]}"]}
 aot_cache.write_committed(aot_cache.Path(os.environ["SDKERNELS_AOT_MEASUREMENTS"]), [row])
 hit = aot.compile_spec(first, first.archs[0], cache_only=True)

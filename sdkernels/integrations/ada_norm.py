@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero, SD35AdaLayerNormZeroX
+from diffusers.models import normalization
+from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZero
 
 from sdkernels import ops
 from sdkernels.rules import PatchRule, bind_forward, has_hooks, restore_attributes
@@ -61,7 +62,7 @@ def ada_layer_norm_zero_forward(
 
 
 def sd35_ada_layer_norm_zero_x_forward(
-    self: SD35AdaLayerNormZeroX, hidden_states: Tensor, emb: Tensor | None = None
+    self: nn.Module, hidden_states: Tensor, emb: Tensor | None = None
 ) -> tuple[Tensor, ...]:
     emb = self.linear(self.silu(emb))
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_msa2, scale_msa2, gate_msa2 = emb.chunk(
@@ -89,9 +90,11 @@ def ada_layer_norm_continuous_forward(
 
 _FORWARDS = {
     AdaLayerNormZero: ada_layer_norm_zero_forward,
-    SD35AdaLayerNormZeroX: sd35_ada_layer_norm_zero_x_forward,
     AdaLayerNormContinuous: ada_layer_norm_continuous_forward,
 }
+# SD3.5's dual-attention norm exists from diffusers 0.31 on; older releases have no SD3.5 blocks to patch.
+if hasattr(normalization, "SD35AdaLayerNormZeroX"):
+    _FORWARDS[normalization.SD35AdaLayerNormZeroX] = sd35_ada_layer_norm_zero_x_forward
 
 
 def _apply(module: nn.Module) -> str | None:

@@ -71,7 +71,7 @@ PIECES_TABLE: dict[tuple[str, str, int, bool], list[triton.Config]] = {
     ("sm90", "half", 256, False): [_cfg(128, 64, 8, 2), _cfg(128, 32, 8, 3)],  # 64x64 w4 spills 12 B (ragged Lk)
     ("small", "half", 64, False): [_cfg(128, 64, 8, 2), _cfg(64, 128, 4, 2), _cfg(64, 64, 4, 2)],
     ("small", "half", 128, False): [_cfg(128, 32, 8, 2), _cfg(64, 64, 4, 2)],  # 64x128 spills 16 B on sm_86 at D=80
-    ("small", "half", 256, False): [_cfg(64, 32, 4, 2)],
+    ("small", "half", 256, False): [_cfg(64, 16, 4, 2)],  # 64x32 spills 4 B on sm_86 at D=160 (even Lk)
     ("sm80", "half", 64, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("sm80", "half", 128, True): [_cfg(64, 32, 4, 2), _cfg(128, 32, 8, 2)],
     ("sm80", "half", 256, True): [_cfg(64, 16, 4, 2)],  # 64x32 spills 16 B at ragged Lk
