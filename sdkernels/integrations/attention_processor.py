@@ -24,6 +24,7 @@ from diffusers.utils import deprecate
 from sdkernels import ops
 from sdkernels._dispatch import note_fallback
 from sdkernels.integrations.joint_attention import is_joint_attention
+from sdkernels.integrations.processor_swap import ProcessorSwap
 from sdkernels.rules import PatchRule, has_hooks
 
 ReplacedProcessor = AttnProcessor | AttnProcessor2_0 | FusedAttnProcessor2_0
@@ -237,26 +238,9 @@ class SdkernelsAttnProcessor:
 
 
 # ------------------------------------------------------------------------------------------------- patch rule
-def _apply(attn: Attention) -> str | None:
-    current = attn.processor
-    if type(current) not in REPLACED_PROCESSORS:
-        return f"processor {type(current).__name__} is not one sdkernels replaces"
-    ours = SdkernelsAttnProcessor(current)  # one per layer, even where diffusers shares one processor object
-    attn.__dict__[_ORIGINAL] = (ours, current)
-    attn.set_processor(ours)
-    return None
-
-
-def _restore(attn: Attention) -> None:
-    ours, replaced = attn.__dict__.pop(_ORIGINAL, (None, None))
-    current = attn.processor
-    if ours is not None and current is ours:
-        attn.set_processor(replaced)
-    elif isinstance(current, SdkernelsAttnProcessor):
-        # an earlier sdkernels processor put back by diffusers: unfuse_qkv_projections() restores the processors
-        # saved by fuse_qkv_projections(), which were ours if the model was patched before fusing
-        attn.set_processor(current.replaced)
-    # any other processor was set by the user after patching: it stays
+_SWAP = ProcessorSwap(SdkernelsAttnProcessor, REPLACED_PROCESSORS, _ORIGINAL)
+_apply = _SWAP.apply
+_restore = _SWAP.restore
 
 
 def _detail(attn: Attention) -> str:

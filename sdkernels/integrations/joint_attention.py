@@ -22,6 +22,7 @@ from diffusers.models.attention_processor import Attention, FusedJointAttnProces
 
 from sdkernels import ops
 from sdkernels._dispatch import note_fallback
+from sdkernels.integrations.processor_swap import ProcessorSwap
 from sdkernels.rules import PatchRule
 
 ReplacedJointProcessor = JointAttnProcessor2_0 | FusedJointAttnProcessor2_0
@@ -164,25 +165,9 @@ def is_joint_attention(module: torch.nn.Module) -> bool:
     return isinstance(processor, SdkernelsJointAttnProcessor) or "Joint" in type(processor).__name__
 
 
-def _apply(attn: Attention) -> str | None:
-    current = attn.processor
-    if type(current) not in REPLACED_JOINT_PROCESSORS:
-        return f"processor {type(current).__name__} is not one sdkernels replaces"
-    ours = SdkernelsJointAttnProcessor(current)  # one per layer, even where diffusers shares one processor object
-    attn.__dict__[_ORIGINAL] = (ours, current)
-    attn.set_processor(ours)
-    return None
-
-
-def _restore(attn: Attention) -> None:
-    ours, replaced = attn.__dict__.pop(_ORIGINAL, (None, None))
-    current = attn.processor
-    if ours is not None and current is ours:
-        attn.set_processor(replaced)
-    elif isinstance(current, SdkernelsJointAttnProcessor):
-        # ours put back by diffusers: unfuse_qkv_projections() restores the processors fuse_qkv_projections() saved
-        attn.set_processor(current.replaced)
-    # any other processor was set by the user after patching: it stays
+_SWAP = ProcessorSwap(SdkernelsJointAttnProcessor, REPLACED_JOINT_PROCESSORS, _ORIGINAL)
+_apply = _SWAP.apply
+_restore = _SWAP.restore
 
 
 def _detail(attn: Attention) -> str:
