@@ -5,7 +5,8 @@ still compiles every kernel without building all ~800 configurations."""
 from __future__ import annotations
 
 from sdkernels.kernels._tuning import AotSpec
-from sdkernels.tools.compile_report import DEFAULT_PROVIDERS, load_specs
+from sdkernels.tools.compile_report import DEFAULT_PROVIDERS
+from sdkernels.tools.compile_workers import load_specs
 
 
 def one_per_kernel() -> list[AotSpec]:

@@ -25,7 +25,9 @@ TEST_PROVIDERS = ("good_specs", "spilling_specs", "smem_overflow_specs", "no_hgm
 def measured_only(compile_report, providers: list[str]) -> tuple[list[dict], list[str], list[str]]:
     """The rows of the builds that need no compiling (compile-report's planning pass), and a note of the rest."""
     request = {"op": "plan", "kernels": [], "archs": list(compile_report.ARCHS), "cache": True}
-    with compile_report.WorkerPool(1) as pool:
+    from sdkernels.tools.compile_workers import WorkerPool
+
+    with WorkerPool(1) as pool:
         plans = pool.map([{**request, "provider": provider} for provider in providers])
     jobs = [job for plan in plans for job in plan.get("jobs", [])]
     rows = [job["result"] for job in jobs if job["result"]]

@@ -27,7 +27,7 @@ import sdkernels
 from bench.common import DTYPES, ENVIRONMENT_COLUMNS, RESULTS, environment, no_cuda, save_rows
 from bench.timing import time_calls
 from sdkernels._dispatch import fallback_counts, reset_fallback_counts
-from sdkernels.tools import sd_shapes
+from sdkernels.tools import sd_model_configs, sd_shapes
 
 VARIANTS = ("default", "patched", "patched+compile", "default+compile")
 DEFAULT_VARIANTS = ("default", "patched", "patched+compile")
@@ -85,7 +85,7 @@ def unet_workload(
             time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device)
             inputs["added_cond_kwargs"] = {
                 "text_embeds": torch.randn(batch, text_embeds_dim, device=device, dtype=dtype),
-                "time_ids": time_ids.to(dtype).expand(batch, sd_shapes.SDXL_TIME_IDS),
+                "time_ids": time_ids.to(dtype).expand(batch, sd_model_configs.SDXL_TIME_IDS),
             }
         return inputs
 
@@ -112,15 +112,15 @@ def workloads() -> dict[str, Workload]:
     unets = {
         f"{model}-unet": unet_workload(
             f"{model}-unet",
-            sd_shapes.UNET_CONFIGS[model],
+            sd_model_configs.UNET_CONFIGS[model],
             sd_shapes.IMAGE_SIZE[model],
-            sd_shapes.SDXL_TEXT_EMBEDS_DIM if model == "sdxl" else None,
+            sd_model_configs.SDXL_TEXT_EMBEDS_DIM if model == "sdxl" else None,
         )
         for model in sd_shapes.MODELS
     }
     vaes = {
-        "vae-512": vae_decode_workload("vae-512", sd_shapes.VAE_CONFIGS["sd15"], 512),
-        "vae-1024": vae_decode_workload("vae-1024", sd_shapes.VAE_CONFIGS["sdxl"], 1024),
+        "vae-512": vae_decode_workload("vae-512", sd_model_configs.VAE_CONFIGS["sd15"], 512),
+        "vae-1024": vae_decode_workload("vae-1024", sd_model_configs.VAE_CONFIGS["sdxl"], 1024),
     }
     return {**unets, **vaes}
 

@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 # compile_spec(..., cache_only=True) returns for that build.
 _KEYS_SCRIPT = """
 import json, os, sys, triton
-from sdkernels.tools import aot, aot_cache, compile_report
+from sdkernels.tools import aot, aot_cache, compile_workers
 runs = []
 for source, libdevice in json.loads(sys.argv[1]):
     triton.knobs.nvidia.libdevice_path = libdevice
-    specs = compile_report.load_specs(source + ":good_specs")
+    specs = compile_workers.load_specs(source + ":good_specs")
     keys = {}
     for spec in specs:
         for arch in spec.archs:

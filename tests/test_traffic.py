@@ -15,7 +15,7 @@ import torch
 
 from sdkernels import ops, reference
 from sdkernels.kernels import group_norm as gn_kernel
-from sdkernels.tools import sd_shapes, traffic
+from sdkernels.tools import sd_model_configs, sd_shapes, traffic
 
 
 @pytest.fixture(autouse=True)
@@ -184,20 +184,20 @@ def test_sd_shapes_match_a_meta_forward_of_diffusers(model: str) -> None:
 
     side = sd_shapes.latent_side(model)
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**sd_shapes.UNET_CONFIGS[model])
+        unet = UNet2DConditionModel(**sd_model_configs.UNET_CONFIGS[model])
         sample = torch.empty(2, 4, side, side)
-        context = torch.empty(2, sd_shapes.TEXT_LEN, sd_shapes.UNET_CONFIGS[model]["cross_attention_dim"])
+        context = torch.empty(2, sd_shapes.TEXT_LEN, sd_model_configs.UNET_CONFIGS[model]["cross_attention_dim"])
         extra = {}
         if model == "sdxl":
             extra = {
                 "added_cond_kwargs": {
-                    "text_embeds": torch.empty(2, sd_shapes.SDXL_TEXT_EMBEDS_DIM),
-                    "time_ids": torch.empty(2, sd_shapes.SDXL_TIME_IDS),
+                    "text_embeds": torch.empty(2, sd_model_configs.SDXL_TEXT_EMBEDS_DIM),
+                    "time_ids": torch.empty(2, sd_model_configs.SDXL_TIME_IDS),
                 }
             }
         gn, geglu, attention = sd_shapes.census(model, unet, lambda: unet(sample, 10, context, **extra), "unet")
         if model == "sd15":  # the VAE is the same network in all three; its table is per level, checked at 512²
-            vae = AutoencoderKL(**sd_shapes.VAE_CONFIGS[model])
+            vae = AutoencoderKL(**sd_model_configs.VAE_CONFIGS[model])
             image = torch.empty(1, 3, sd_shapes.IMAGE_SIZE[model], sd_shapes.IMAGE_SIZE[model])
             vae_gn, _, vae_attention = sd_shapes.census(
                 model, vae, lambda: vae.decode(vae.encode(image).latent_dist.mode())

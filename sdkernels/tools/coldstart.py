@@ -19,7 +19,7 @@ import torch
 
 from sdkernels.kernels._launch import Launch
 from sdkernels.replay import record_generation
-from sdkernels.tools.sd_shapes import UNET_CONFIGS, VAE_CONFIGS
+from sdkernels.tools.sd_model_configs import UNET_CONFIGS, VAE_CONFIGS
 
 MODELS = {"sd15": "sd15", "sd2": "sd21", "sdxl": "sdxl"}
 SD3_MODELS = ("sd3m", "sd35m", "sd35l")  # transformer pipelines: sdkernels.tools.coldstart_sd3
