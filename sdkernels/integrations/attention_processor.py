@@ -12,7 +12,6 @@ whole call to the processor it replaced) and records why: `note_fallback("attent
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import torch
@@ -22,9 +21,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor, AttnP
 from diffusers.utils import deprecate
 
 from sdkernels import ops
-from sdkernels._dispatch import note_fallback
 from sdkernels.integrations.joint_attention import is_joint_attention
-from sdkernels.integrations.processor_swap import ProcessorSwap
+from sdkernels.integrations.processor_swap import ProcessorSwap, ReplacingProcessor
 from sdkernels.rules import PatchRule, has_hooks
 
 ReplacedProcessor = AttnProcessor | AttnProcessor2_0 | FusedAttnProcessor2_0
@@ -51,7 +49,7 @@ def _additive_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tenso
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-class SdkernelsAttnProcessor:
+class SdkernelsAttnProcessor(ReplacingProcessor):
     """A diffusers attention processor running the core of `replaced` (an AttnProcessor2_0, FusedAttnProcessor2_0
     or AttnProcessor; AttnProcessor2_0 when omitted) through `sdkernels.ops.attention`.
 
@@ -61,20 +59,14 @@ class SdkernelsAttnProcessor:
     uses: SDPA's 1/sqrt(head_dim) for the 2_0 processors, `attn.scale` for the classic one.
     """
 
-    def __init__(self, replaced: ReplacedProcessor | None = None) -> None:
-        replaced = AttnProcessor2_0() if replaced is None else replaced
-        if type(replaced) not in REPLACED_PROCESSORS:
-            raise TypeError(
-                f"SdkernelsAttnProcessor replaces {[c.__name__ for c in REPLACED_PROCESSORS]}, "
-                f"not {type(replaced).__name__}"
-            )
-        self.replaced = replaced
-        self.fused = type(replaced) is FusedAttnProcessor2_0
-        self.uses_attn_scale = type(replaced) is AttnProcessor  # the classic processor's baddbmm(alpha=attn.scale)
-        self.fallbacks: collections.Counter[str] = collections.Counter()
+    REPLACES = REPLACED_PROCESSORS
+    DEFAULT = AttnProcessor2_0
+    FUSED = FusedAttnProcessor2_0
+    FALLBACK_OP = "attention_processor"
 
-    def __repr__(self) -> str:
-        return f"SdkernelsAttnProcessor(replaced={type(self.replaced).__name__})"
+    def __init__(self, replaced: ReplacedProcessor | None = None) -> None:
+        super().__init__(replaced)
+        self.uses_attn_scale = type(self.replaced) is AttnProcessor  # the classic one's baddbmm(alpha=attn.scale)
 
     def describe(self) -> str:
         if self.fused:
@@ -82,10 +74,6 @@ class SdkernelsAttnProcessor:
         if self.uses_attn_scale:
             return "replaces the classic AttnProcessor (scale = attn.scale)"
         return ""
-
-    def _fall_back(self, reason: str) -> None:
-        self.fallbacks[reason] += 1
-        note_fallback("attention_processor", reason)
 
     def __call__(
         self,
@@ -238,7 +226,7 @@ class SdkernelsAttnProcessor:
 
 
 # ------------------------------------------------------------------------------------------------- patch rule
-_SWAP = ProcessorSwap(SdkernelsAttnProcessor, REPLACED_PROCESSORS, _ORIGINAL)
+_SWAP = ProcessorSwap(SdkernelsAttnProcessor, _ORIGINAL)
 _apply = _SWAP.apply
 _restore = _SWAP.restore
 

@@ -13,7 +13,6 @@ processor of diffusers 0.42 applies no QK norm (it never calls norm_q/norm_k); t
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import torch
@@ -21,8 +20,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, FusedJointAttnProcessor2_0, JointAttnProcessor2_0
 
 from sdkernels import ops
-from sdkernels._dispatch import note_fallback
-from sdkernels.integrations.processor_swap import ProcessorSwap
+from sdkernels.integrations.processor_swap import ProcessorSwap, ReplacingProcessor
 from sdkernels.rules import PatchRule
 
 ReplacedJointProcessor = JointAttnProcessor2_0 | FusedJointAttnProcessor2_0
@@ -35,30 +33,20 @@ def _heads(t: torch.Tensor, batch: int, heads: int, head_dim: int) -> torch.Tens
     return t.view(batch, -1, heads, head_dim).transpose(1, 2)
 
 
-class SdkernelsJointAttnProcessor:
+class SdkernelsJointAttnProcessor(ReplacingProcessor):
     """A diffusers joint attention processor running the core of `replaced` (JointAttnProcessor2_0 or
     FusedJointAttnProcessor2_0; JointAttnProcessor2_0 when omitted) through `sdkernels.ops.attention`."""
 
-    def __init__(self, replaced: ReplacedJointProcessor | None = None) -> None:
-        replaced = JointAttnProcessor2_0() if replaced is None else replaced
-        if type(replaced) not in REPLACED_JOINT_PROCESSORS:
-            raise TypeError(
-                f"SdkernelsJointAttnProcessor replaces {[c.__name__ for c in REPLACED_JOINT_PROCESSORS]}, "
-                f"not {type(replaced).__name__}"
-            )
-        self.replaced = replaced
-        self.fused = type(replaced) is FusedJointAttnProcessor2_0
-        self.fallbacks: collections.Counter[str] = collections.Counter()
+    REPLACES = REPLACED_JOINT_PROCESSORS
+    DEFAULT = JointAttnProcessor2_0
+    FUSED = FusedJointAttnProcessor2_0
+    FALLBACK_OP = "joint_attention_processor"
 
-    def __repr__(self) -> str:
-        return f"SdkernelsJointAttnProcessor(replaced={type(self.replaced).__name__})"
+    def __init__(self, replaced: ReplacedJointProcessor | None = None) -> None:
+        super().__init__(replaced)
 
     def describe(self) -> str:
         return "fused QKV (replaces FusedJointAttnProcessor2_0)" if self.fused else ""
-
-    def _fall_back(self, reason: str) -> None:
-        self.fallbacks[reason] += 1
-        note_fallback("joint_attention_processor", reason)
 
     def __call__(
         self,
@@ -165,7 +153,7 @@ def is_joint_attention(module: torch.nn.Module) -> bool:
     return isinstance(processor, SdkernelsJointAttnProcessor) or "Joint" in type(processor).__name__
 
 
-_SWAP = ProcessorSwap(SdkernelsJointAttnProcessor, REPLACED_JOINT_PROCESSORS, _ORIGINAL)
+_SWAP = ProcessorSwap(SdkernelsJointAttnProcessor, _ORIGINAL)
 _apply = _SWAP.apply
 _restore = _SWAP.restore
 
