@@ -78,15 +78,27 @@ def record_generation(
             with recorder:
                 twin(**inputs)
         if vae is not None:
-            decode_dtype = vae_dtype(vae, dtype, upcast_vae)
-            twin = meta_twin(vae, decode_dtype)
-            patch(twin, **(patch_kwargs or {}))
-            latents = torch.empty(
-                batch_size, twin.config.latent_channels, height // 8, width // 8, dtype=decode_dtype, device="meta"
-            )
-            with recorder:
-                twin.decode(latents)
+            _record_decode(recorder, vae, batch_size, height, width, vae_dtype(vae, dtype, upcast_vae), patch_kwargs)
     return recorder
+
+
+def _record_decode(
+    recorder: LaunchRecorder,
+    vae: nn.Module,
+    batch_size: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+    patch_kwargs: dict[str, bool] | None = None,
+) -> None:
+    """Record one VAE decode of `batch_size` latents of a `height` x `width` image (a patched meta twin)."""
+    from sdkernels.patch import patch
+
+    twin = meta_twin(vae, dtype)
+    patch(twin, **(patch_kwargs or {}))
+    latents = torch.empty(batch_size, twin.config.latent_channels, height // 8, width // 8, dtype=dtype, device="meta")
+    with recorder:
+        twin.decode(latents)
 
 
 def record_sd3_generation(
@@ -120,8 +132,5 @@ def record_sd3_generation(
                 timestep=torch.empty(batch, **meta),
             )
         if vae is not None:
-            decoder = meta_twin(vae, dtype)
-            patch(decoder)
-            with recorder:
-                decoder.decode(torch.empty(batch_size, vae.config.latent_channels, height // 8, width // 8, **meta))
+            _record_decode(recorder, vae, batch_size, height, width, dtype)
     return recorder
