@@ -24,8 +24,9 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
+from sdkernels.kernels._direct import LaunchSite
 from sdkernels.kernels._launch import runtime_arg_names
-from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, launch_plan
+from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
 from sdkernels.kernels.group_norm_kernels import (
     group_norm_apply_kernel,
@@ -100,8 +101,7 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
 @dataclass(frozen=True)
 class _Launches:
     """Everything about a call that follows from its signature (shapes, strides, dtype, options): the kernels'
-    plans, grids and integer arguments, and where each pointer argument comes from. Cached per signature, so a
-    repeated call only allocates the output and launches."""
+    plans, grids and integer arguments, and where each pointer argument comes from."""
 
     steps: tuple[tuple[Plan, tuple[int, ...], tuple[Any, ...]], ...]  # (plan, grid, args with _SLOT placeholders)
     partials_shape: tuple[int, ...] | None  # the split path's (2, N*G, SPLIT) fp32 scratch
@@ -116,18 +116,64 @@ class _Slot(int):
     """Marks an argument position that takes the per-call tensor number `int(self)`."""
 
 
-_cache: dict[tuple, _Launches | None] = {}
+class GroupNormCall:
+    """A call signature's launches as launch sites: a repeated call only allocates the output (and the split path's
+    scratch), fills the pointer arguments and launches."""
+
+    __slots__ = ("steps", "partials_shape", "contiguous_out")
+
+    def __init__(self, launches: _Launches, x: Tensor, batch: int, groups: int) -> None:
+        self.partials_shape = launches.partials_shape
+        self.contiguous_out = launches.contiguous_out
+        steps = []
+        for plan, grid, template in launches.steps:
+            slots = tuple((i, int(a)) for i, a in enumerate(template) if type(a) is _Slot)
+            args = [x if type(a) is _Slot else a for a in template]
+            steps.append((LaunchSite(plan, grid, args, _tuned_grid(plan, grid, batch, groups)), list(args), slots))
+        self.steps = tuple(steps)
+
+    def __call__(
+        self, x: Tensor, weight: Tensor | None, bias: Tensor | None, add: Tensor | None, out: Tensor | None = None
+    ) -> Tensor:
+        if out is None:
+            out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if self.contiguous_out else torch.empty_like(x)
+            poison(out)
+        partials = None
+        if self.partials_shape is not None:
+            partials = torch.empty(self.partials_shape, dtype=torch.float32, device=x.device)
+        tensors = (x, out, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
+        tensors += (partials,)
+        device = x.device
+        for site, template, slots in self.steps:
+            args = template.copy()
+            for position, slot in slots:
+                args[position] = tensors[slot]
+            site(args, device)
+        return out
 
 
-def group_norm_silu(
+def policy() -> tuple:
+    """The policy knobs (tests pin them): a changed policy must not reuse a plan made under another."""
+    return (
+        FORCE_SPLIT,
+        FORCE_GROUPS_PER_PROGRAM,
+        MIN_ELEMENTS_PER_PROGRAM,
+        CHUNK_ALIGN,
+        DEFAULT_SM_COUNT,
+        PACK_NCHW_WHEN_INTERPRETED,
+    )
+
+
+_cache: dict[tuple, GroupNormCall | None] = {}
+
+
+def group_norm_call(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
-) -> Tensor:
-    """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
-    Returns an output with x's dtype and memory format."""
-    if weight is not None and weight.stride(0) != 1:
-        weight = weight.contiguous()  # (C,): tiny
-    if bias is not None and bias.stride(0) != 1:
-        bias = bias.contiguous()
+) -> GroupNormCall | None:
+    """The cached call for this signature, or None when the call takes the general path (empty input, 2**31-element
+    samples, spatial dims that need a copy, an output layout that cannot be flattened, strided weight or bias)."""
+    if (weight is not None and weight.stride(0) != 1) or (bias is not None and bias.stride(0) != 1):
+        return None
     key = (
         x.shape,
         x.stride(),
@@ -140,38 +186,28 @@ def group_norm_silu(
         eps,
         silu,
         recorded_arch(),
-        # the policy knobs (tests pin them): a changed policy must not reuse a plan made under another
-        (
-            FORCE_SPLIT,
-            FORCE_GROUPS_PER_PROGRAM,
-            MIN_ELEMENTS_PER_PROGRAM,
-            CHUNK_ALIGN,
-            DEFAULT_SM_COUNT,
-            PACK_NCHW_WHEN_INTERPRETED,
-        ),
+        policy(),
     )
-    launches = _cache.get(key, _MISSING)
-    if launches is _MISSING:
-        launches = _cache[key] = _prepare(x, num_groups, weight, bias, eps, silu, add)
-    if launches is None:  # empty, or a layout the plan cannot describe: the general (slow) path
+    call = _cache.get(key, _MISSING)
+    if call is _MISSING:
+        launches = _prepare(x, num_groups, weight, bias, eps, silu, add)
+        call = _cache[key] = None if launches is None else GroupNormCall(launches, x, x.shape[0], num_groups)
+    return call
+
+
+def group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
+    """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
+    Returns an output with x's dtype and memory format."""
+    if weight is not None and weight.stride(0) != 1:
+        weight = weight.contiguous()  # (C,): tiny
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
+    call = group_norm_call(x, num_groups, weight, bias, eps, silu, add)
+    if call is None:  # empty, or a layout the plan cannot describe: the general (slow) path
         return _general(x, num_groups, weight, bias, eps, silu, add)
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if launches.contiguous_out else torch.empty_like(x)
-    poison(out)
-    partials = None
-    if launches.partials_shape is not None:
-        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
-    tensors = (
-        x,
-        out,
-        x if weight is None else weight,
-        x if bias is None else bias,
-        x if add is None else add,
-        partials,
-    )
-    for plan, grid, template in launches.steps:
-        args = [tensors[a] if type(a) is _Slot else a for a in template]
-        launch_plan(plan, grid, args, x.device, _tuned_grid(plan, grid, x.shape[0], num_groups))
-    return out
+    return call(x, weight, bias, add)
 
 
 def _tuned_grid(plan: Plan, grid: tuple[int, ...], batch: int, groups: int):
@@ -270,13 +306,7 @@ def _general(
     launches = _plan_launches(
         x, target, _ncs_strides(x), _ncs_strides(target), num_groups, weight, bias, eps, silu, add, False
     )
-    partials = None
-    if launches.partials_shape is not None:
-        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
-    tensors = (x, target, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
-    for plan, grid, template in launches.steps:
-        args = [(*tensors, partials)[a] if type(a) is _Slot else a for a in template]
-        launch_plan(plan, grid, args, x.device)
+    GroupNormCall(launches, x, x.shape[0], num_groups)(x, weight, bias, add, out=target)
     if target is not out:
         out.copy_(target)
     return out
