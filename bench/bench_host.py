@@ -47,12 +47,15 @@ def cases() -> dict[str, tuple[str, Callable[[], object]]]:
     x, w, b = _meta(2, 4096, 320), _meta(2560, 320), _meta(2560)
     h = _meta(2, 4096, 2560)
     gx, gw, add = _meta(2, 320, 64, 64), _meta(320), _meta(2, 320)
+    tokens, modulation, up = _meta(2, 4096, 1536), _meta(2, 1536), _meta(6144, 1536)  # SD3.5 medium at 1024²
     return {
         "attention": ("self (2,8,4096,40)", lambda: ops.attention(q, q, q)),
         "attention cross": ("(2,8,4096,40) x 77 keys", lambda: ops.attention(q, kv, kv)),
         "geglu": ("x (2,4096,320) W (2560,320)", lambda: ops.geglu(x, w, b)),
         "gelu_gate": ("h (2,4096,2560)", lambda: ops.gelu_gate(h)),
         "group_norm_silu": ("(2,320,64,64) G32 +temb", lambda: ops.group_norm_silu(gx, 32, gw, gw, add=add)),
+        "ada_layer_norm": ("SD3 (2,4096,1536)", lambda: ops.ada_layer_norm(tokens, modulation, modulation)),
+        "linear_gelu": ("SD3 x (2,4096,1536) W (6144,1536)", lambda: ops.linear_gelu(tokens, up, None)),
     }
 
 
@@ -87,12 +90,14 @@ def measure(arch: int = 90, direct: bool = True) -> tuple[float, dict[str, tuple
 
 
 def step_calls(model: str) -> collections.Counter[str]:
-    """How often each public op runs in one UNet step of `model` at its native size (replayed on meta)."""
+    """How often each public op runs in one UNet (SD3.5: transformer) step of `model` at its native size, replayed
+    on the meta device."""
     from sdkernels.replay import record_generation
     from sdkernels.tools.coldstart import meta_models
 
     counts: collections.Counter[str] = collections.Counter()
-    originals = {name: getattr(ops, name) for name in ("attention", "geglu", "gelu_gate", "group_norm_silu")}
+    names = ("attention", "geglu", "gelu_gate", "group_norm_silu", "ada_layer_norm", "linear_gelu")
+    originals = {name: getattr(ops, name) for name in names}
 
     def counting(name: str) -> Callable:
         def call(*args, **kwargs):
@@ -101,12 +106,17 @@ def step_calls(model: str) -> collections.Counter[str]:
 
         return call
 
-    unet, _ = meta_models(model)
-    size = {"sd15": 512, "sdxl": 1024}[model]
     try:
         for name in originals:
             setattr(ops, name, counting(name))
-        record_generation(unet, None, height=size, width=size)
+        if model == "sd35m":
+            from sdkernels.replay import record_sd3_generation
+            from sdkernels.tools.coldstart_sd3 import meta_sd3_models
+
+            record_sd3_generation(meta_sd3_models(model)[0], None, height=1024, width=1024)
+        else:
+            size = 512 if model == "sd15" else 1024
+            record_generation(meta_models(model)[0], None, height=size, width=size)
     finally:
         for name, fn in originals.items():
             setattr(ops, name, fn)
@@ -120,18 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     calibration, results = measure()
     _, binder = measure(direct=False)
     print(f"calibration (16-element CPU torch.add): {calibration:.2f} µs")
-    print(f"{'op':18s} {'SD shape':30s} {'direct µs':>9s} {'x calib':>8s} {'binder µs':>9s} {'x calib':>8s}")
+    print(f"{'op':18s} {'SD shape':34s} {'direct µs':>9s} {'x calib':>8s} {'binder µs':>9s} {'x calib':>8s}")
     for name, (shape, us) in results.items():
         slow = binder[name][1]
-        print(f"{name:18s} {shape:30s} {us:9.1f} {us / calibration:8.1f} {slow:9.1f} {slow / calibration:8.1f}")
+        print(f"{name:18s} {shape:34s} {us:9.1f} {us / calibration:8.1f} {slow:9.1f} {slow / calibration:8.1f}")
     if args.steps:
-        per_op = {"attention": results["attention"][1], **{n: results[n][1] for n in ("geglu", "gelu_gate")}}
-        per_op["group_norm_silu"] = results["group_norm_silu"][1]
-        for model in ("sd15", "sdxl"):
+        per_op = {name: us for name, (_, us) in results.items()}  # "attention": the self-attention case
+        for model in ("sd15", "sdxl", "sd35m"):
             counts = step_calls(model)
             total = sum(per_op[name] * n for name, n in counts.items())
             calls = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
-            print(f"{model} UNet step: {calls}: {total / 1000:.2f} ms of host time")
+            network = "transformer" if model == "sd35m" else "UNet"
+            print(f"{model} {network} step: {calls}: {total / 1000:.2f} ms of host time")
     return 0
 
 

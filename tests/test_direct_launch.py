@@ -28,18 +28,21 @@ def _offset(shape: tuple[int, ...], elements: int) -> torch.Tensor:
 
 
 def _calls(elements: int) -> list:
-    """Every op with direct calls, on SD channel counts, its inputs starting `elements` into their storage."""
+    """Every op with direct calls, on SD / SD3 channel counts, its inputs starting `elements` into their storage."""
     q = _offset((2, 64, 320), elements).view(2, 64, 8, 40).transpose(1, 2)
     kv = _offset((2, 77, 320), elements).view(2, 77, 8, 40).transpose(1, 2)
     x, w, b = _offset((2, 64, 320), elements), _offset((2560, 320), elements), _offset((2560,), 0)
     h = _offset((2, 64, 2560), elements)
     g, gw, add = _offset((2, 320, 8, 8), elements), _offset((320,), 0), _offset((2, 320), 0)
+    t, mod, up = _offset((2, 16, 1536), elements), _offset((2, 1536), elements), _offset((6144, 1536), elements)
     return [
         lambda: ops.attention(q, q, q),
         lambda: ops.attention(q, kv, kv),
         lambda: ops.geglu(x, w, b),
         lambda: ops.gelu_gate(h),
         lambda: ops.group_norm_silu(g, 32, gw, gw, add=add),
+        lambda: ops.ada_layer_norm(t, mod, mod),  # SD3's AdaLayerNorm-Zero modulation and feed-forward GEMM
+        lambda: ops.linear_gelu(t, up, None),
     ]
 
 
@@ -49,7 +52,7 @@ def test_direct_launches_match_tritons_binder() -> None:
             for call in _calls(elements):
                 call()
                 call()
-    assert recorder.direct_launches >= 2 * 6 * 5 - 3 * 6  # all but the first launch of each (site, alignment)
+    assert recorder.direct_launches >= 2 * 6 * 7 - 3 * 7  # all but the first launch of each (site, alignment)
     kernels_by_alignment = {key for _, key in recorder.direct_kernels}
     assert len(kernels_by_alignment) >= 2, "misaligned pointers must select their own compiled kernel"
 

@@ -8,16 +8,14 @@ never written to memory: only the (M, inner) result is stored, rounded once.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
 from sdkernels.kernels import arch
-from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._rows_gemm import RowsGemmCall, rows_gemm, rows_gemm_call
 from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn
-from sdkernels.kernels.gelu_gate import gelu_erf, rows_view
+from sdkernels.kernels.gelu_gate import gelu_erf
 
 Tensor = torch.Tensor
 
@@ -129,81 +127,31 @@ _geglu_low_precision = autotune(ALL_ARCH_CONFIGS + SM90_CONFIGS, key=_TUNE_KEY, 
 _geglu_fp32 = autotune(FP32_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
 
 
-class GegluCall:
-    """Everything about a call that follows from its signature: output shape, plan, grid and integer arguments.
-    Made for an x whose leading dims flatten into one row stride and a unit-stride bias (or none)."""
-
-    __slots__ = ("out_shape", "out_strides", "ints", "site")
-
-    def __init__(self, x: Tensor, weight: Tensor, bias: Tensor | None, x_row_stride: int) -> None:
-        dim, inner = x.shape[-1], weight.shape[0] // 2
-        tokens = math.prod(x.shape[:-1])
-        self.out_shape = (*x.shape[:-1], inner)
-        self.out_strides = contiguous_strides(self.out_shape)
-        self.ints = (tokens, inner, dim, x_row_stride, weight.stride(0), weight.stride(1), inner)
-        has_bias = bias is not None
-        key = (arch.arch_of(x.device), x.dtype, has_bias)
-        plan = _plans.get(key)
-        if plan is None:
-            fp32 = x.dtype == torch.float32
-            named = {"x_ptr": x, "M": tokens, "N": inner, "K": dim}
-            constexprs = {"HAS_BIAS": has_bias, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
-            plan = _plans[key] = first_config_plan(_geglu_fp32 if fp32 else _geglu_low_precision, named, constexprs)
-        block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
-        grid = (-(-tokens // block_m) * -(-inner // block_n),)
-        tuned_grid = lambda m: (-(-tokens // m["BLOCK_M"]) * -(-inner // m["BLOCK_N"]),)  # noqa: E731
-        self.site = LaunchSite(plan, grid, (x, weight, weight if bias is None else bias, x, *self.ints), tuned_grid)
-
-    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        out = empty_output(self.out_shape, self.out_strides, x)
-        self.site((x, weight, weight if bias is None else bias, out, *self.ints), x.device)
-        return out
+def _plan_for(x: Tensor, tokens: int, inner: int, has_bias: bool) -> Plan:
+    key = (arch.arch_of(x.device), x.dtype, has_bias)
+    plan = _plans.get(key)
+    if plan is None:  # the table's first config for this arch/dtype (autotuning is opt-in: see _tuning)
+        fp32 = x.dtype == torch.float32
+        named = {"x_ptr": x, "M": tokens, "N": inner, "K": x.shape[-1]}
+        constexprs = {"HAS_BIAS": has_bias, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
+        plan = _plans[key] = first_config_plan(_geglu_fp32 if fp32 else _geglu_low_precision, named, constexprs)
+    return plan
 
 
-_calls: dict[tuple, GegluCall | None] = {}
-
-
-def geglu_call(x: Tensor, weight: Tensor, bias: Tensor | None) -> GegluCall | None:
-    """The cached call for this signature, or None when x has no (rows, dim) view with unit last stride, the bias
-    is strided or the output is empty (then `geglu` copies or returns early)."""
-    key = (x.shape, x.stride(), weight.shape, weight.stride(), None if bias is None else bias.stride(), x.dtype)
-    call = _calls.get(key, _MISSING)
-    if call is _MISSING:
-        call = _calls[key] = _make_call(x, weight, bias)
-    return call
-
-
-def _make_call(x: Tensor, weight: Tensor, bias: Tensor | None) -> GegluCall | None:
-    tokens = math.prod(x.shape[:-1])
-    if tokens == 0 or weight.shape[0] == 0 or (bias is not None and bias.stride(0) != 1):
-        return None  # nothing to compute, or a bias to copy first
-    if x.stride(-1) != 1 and x.shape[-1] > 1:
-        return None
-    try:
-        rows = x.view(tokens, x.shape[-1])  # the leading dims merge into one row stride, or there is no view
-    except RuntimeError:
-        return None
-    return GegluCall(x, weight, bias, rows.stride(0))
-
-
-_MISSING: object = object()
+def geglu_call(x: Tensor, weight: Tensor, bias: Tensor | None) -> RowsGemmCall | None:
+    """The cached call for this signature, or None when `geglu` must copy x or the bias first, or x is empty."""
+    has_bias = bias is not None
+    return rows_gemm_call(_calls, x, weight, bias, weight.shape[0] // 2, lambda *a: _plan_for(*a, has_bias))
 
 
 def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (..., dim), weight (2*inner, dim) = [value rows; gate rows], bias (2*inner,) or None -> (..., inner)."""
-    if bias is not None and bias.stride(0) != 1:
-        bias = bias.contiguous()  # a (2*inner,) vector: cheaper to copy than to carry a stride through the kernel
-    call = geglu_call(x, weight, bias)
-    if call is not None:
-        return call(x, weight, bias)
-    out_shape = (*x.shape[:-1], weight.shape[0] // 2)
-    if math.prod(out_shape) == 0:
-        return empty_output(out_shape, contiguous_strides(out_shape), x)
-    x2 = rows_view(x, "geglu", "x")  # a copy (counted): x had no (rows, dim) view
-    return geglu_call(x2, weight, bias)(x2, weight, bias).view(out_shape)  # type: ignore[misc]
+    has_bias = bias is not None
+    return rows_gemm("geglu", _calls, x, weight, bias, weight.shape[0] // 2, lambda *a: _plan_for(*a, has_bias))
 
 
 _plans: dict[tuple, Plan] = {}
+_calls: dict[tuple, RowsGemmCall | None] = {}
 
 
 def aot_specs() -> list[AotSpec]:

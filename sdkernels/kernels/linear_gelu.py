@@ -15,10 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from sdkernels._dispatch import poison
 from sdkernels.kernels import arch
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
-from sdkernels.kernels.gelu_gate import rows_view
+from sdkernels.kernels._rows_gemm import RowsGemmCall, rows_gemm, rows_gemm_call
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
 
 Tensor = torch.Tensor
 
@@ -112,48 +111,36 @@ _linear_gelu_low_precision = autotune(LOW_PRECISION_CONFIGS, key=_TUNE_KEY)(_lin
 _linear_gelu_fp32 = autotune(FP32_CONFIGS, key=_TUNE_KEY)(_linear_gelu_kernel)
 
 
-def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str) -> Tensor:
-    """x (..., dim), weight (out, dim), bias (out,) or None -> gelu(x Wᵀ + b) of shape (..., out)."""
-    dim, out_features = x.shape[-1], weight.shape[0]
-    out = poison(torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device))
-    if out.numel() == 0:
-        return out
-    x2 = rows_view(x, "linear_gelu", "x")
-    tokens = x2.shape[0]
-    out2 = out.view(tokens, out_features)
-    if bias is not None and bias.stride(0) != 1:
-        bias = bias.contiguous()
-    key = (arch.arch_of(x.device), x.dtype, bias is not None, approximate)
+def _plan_for(x: Tensor, tokens: int, out_features: int, has_bias: bool, approximate: str) -> Plan:
+    key = (arch.arch_of(x.device), x.dtype, has_bias, approximate)
     plan = _plans.get(key)
     if plan is None:  # the table's first config for this arch/dtype (autotuning is opt-in: see _tuning)
         fp32 = x.dtype == torch.float32
-        named = {"x_ptr": x2, "M": tokens, "N": out_features, "K": dim}
-        constexprs = {"HAS_BIAS": bias is not None, "TANH": approximate == "tanh"}
+        named = {"x_ptr": x, "M": tokens, "N": out_features, "K": x.shape[-1]}
+        constexprs = {"HAS_BIAS": has_bias, "TANH": approximate == "tanh"}
         constexprs["DOT_PRECISION"] = "ieee" if fp32 else "tf32"
         plan = _plans[key] = first_config_plan(
             _linear_gelu_fp32 if fp32 else _linear_gelu_low_precision, named, constexprs
         )
-    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
-    grid = (triton.cdiv(tokens, block_m) * triton.cdiv(out_features, block_n),)
-    args = (
-        x2,
-        weight,
-        weight if bias is None else bias,
-        out2,
-        tokens,
-        out_features,
-        dim,
-        x2.stride(0),
-        weight.stride(0),
-        weight.stride(1),
-        out2.stride(0),
-    )
-    tuned_grid = lambda m: (triton.cdiv(tokens, m["BLOCK_M"]) * triton.cdiv(out_features, m["BLOCK_N"]),)  # noqa: E731
-    launch_plan(plan, grid, args, x.device, tuned_grid)
-    return out
+    return plan
+
+
+def linear_gelu_call(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str) -> RowsGemmCall | None:
+    """The cached call for this signature, or None when `linear_gelu` must copy x or the bias first, or x is empty."""
+    has_bias = bias is not None
+    plan_for = lambda *a: _plan_for(*a, has_bias, approximate)  # noqa: E731
+    return rows_gemm_call(_calls, x, weight, bias, weight.shape[0], plan_for, (approximate,))
+
+
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None, approximate: str) -> Tensor:
+    """x (..., dim), weight (out, dim), bias (out,) or None -> gelu(x Wᵀ + b) of shape (..., out)."""
+    has_bias = bias is not None
+    plan_for = lambda *a: _plan_for(*a, has_bias, approximate)  # noqa: E731
+    return rows_gemm("linear_gelu", _calls, x, weight, bias, weight.shape[0], plan_for, (approximate,))
 
 
 _plans: dict[tuple, Plan] = {}
+_calls: dict[tuple, RowsGemmCall | None] = {}
 
 
 def aot_specs() -> list[AotSpec]:

@@ -7,39 +7,55 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback
+from sdkernels.kernels import ada_layer_norm as kernels
+from sdkernels.kernels._launch import signature_cache
 from sdkernels.ops._common import (
     Tensor,
     check,
+    check_float_tensors,
     check_same_device,
     kernel_ok,
+    may_remember,
     register_reference_backward,
+    remembered,
     run_directly,
 )
 
 
 def _check(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> None:
     op = "ada_layer_norm"
-    check(x.dim() == 3 and x.is_floating_point(), op, f"x must be a float (B, L, dim) tensor, got {tuple(x.shape)}")
+    check_float_tensors(op, x=x, scale=scale, shift=shift)
+    check(x.dim() == 3, op, lambda: f"x must be a float (B, L, dim) tensor, got {tuple(x.shape)}")
     want = (x.shape[0], x.shape[2])
     for name, t in (("scale", scale), ("shift", shift)):
-        check(t.dim() == 2 and tuple(t.shape) == want, op, f"{name} must be (B, dim) = {want}, got {tuple(t.shape)}")
-        check(t.dtype == x.dtype, op, f"{name} dtype {t.dtype} differs from x's {x.dtype}")
-    check(eps >= 0, op, f"eps must be >= 0, got {eps}")
+        check(
+            t.dim() == 2 and tuple(t.shape) == want,
+            op,
+            lambda name=name, t=t: f"{name} must be (B, dim) = {want}, got {tuple(t.shape)}",
+        )
+        check(t.dtype == x.dtype, op, lambda name=name, t=t: f"{name} dtype {t.dtype} differs from x's {x.dtype}")
+    check(eps >= 0, op, lambda: f"eps must be >= 0, got {eps}")
     check_same_device(op, x=x, scale=scale, shift=shift)
 
 
 def _ada_layer_norm_impl(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
     if kernel_ok("ada_layer_norm", x.device, x.dtype):
-        from sdkernels.kernels.ada_layer_norm import MAX_DIM
-        from sdkernels.kernels.ada_layer_norm import ada_layer_norm as kernel
-
-        if x.shape[-1] <= MAX_DIM:
+        if x.shape[-1] <= kernels.MAX_DIM:
             # the kernel reads scale/shift rows with unit column stride (chunks of the emb Linear's output are)
             scale = scale if scale.stride(-1) == 1 else scale.contiguous()
             shift = shift if shift.stride(-1) == 1 else shift.contiguous()
-            return kernel(x, scale, shift, eps)
-        note_fallback("ada_layer_norm", f"dim {x.shape[-1]} > {MAX_DIM} (one row per program in registers)")
+            return kernels.ada_layer_norm(x, scale, shift, eps)
+        note_fallback("ada_layer_norm", f"dim {x.shape[-1]} > {kernels.MAX_DIM} (one row per program in registers)")
     return reference.ada_layer_norm(x, scale, shift, eps)
+
+
+# Checked eager calls by signature: a repeat skips the checks and plans (sdkernels/kernels/_direct.py).
+_direct_calls: dict[tuple, kernels.AdaLayerNormCall] = signature_cache()
+
+
+def _signature(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> tuple:
+    return (x.shape, x.stride(), scale.shape, scale.stride(), shift.shape, shift.stride(), x.dtype, scale.dtype,
+            shift.dtype, x.device, scale.device, shift.device, eps)  # fmt: skip
 
 
 @torch.library.custom_op("sdkernels::ada_layer_norm", mutates_args=())
@@ -55,8 +71,20 @@ def _(x, scale, shift, eps):
 def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-6) -> Tensor:
     """LayerNorm(x, no affine, eps) · (1 + scale[:, None]) + shift[:, None] for x (B, L, dim) and scale, shift
     (B, dim): statistics and modulation in fp32, rounded once to x's dtype. Returns a contiguous (B, L, dim)."""
+    call = remembered(_direct_calls, _signature, x, scale, shift, eps)
+    if call is not None and run_directly(x, scale, shift):
+        return call(x, scale, shift)
     _check(x, scale, shift, eps)
     if run_directly(x, scale, shift):  # eager inference: skip the dispatcher, same implementation
+        if (
+            may_remember(x.device, x.dtype)
+            and x.shape[-1] <= kernels.MAX_DIM
+            and scale.stride(-1) == 1 == shift.stride(-1)
+        ):
+            call = kernels.ada_layer_norm_call(x, scale, shift, float(eps))
+            if call is not None:
+                _direct_calls[_signature(x, scale, shift, eps)] = call
+                return call(x, scale, shift)
         return _ada_layer_norm_impl(x, scale, shift, float(eps))
     return torch.ops.sdkernels.ada_layer_norm(x, scale, shift, float(eps))
 

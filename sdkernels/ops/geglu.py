@@ -9,6 +9,7 @@ from sdkernels import reference
 from sdkernels.kernels import geglu as geglu_kernels
 from sdkernels.kernels import gelu_gate as gate_kernels
 from sdkernels.kernels._launch import signature_cache
+from sdkernels.kernels._rows_gemm import RowsGemmCall
 from sdkernels.ops._common import (
     Tensor,
     check,
@@ -60,7 +61,7 @@ def _geglu_impl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 # Checked eager calls by signature: a repeat skips the checks and plans (sdkernels/kernels/_direct.py).
-_direct_geglu: dict[tuple, geglu_kernels.GegluCall] = signature_cache()
+_direct_geglu: dict[tuple, RowsGemmCall] = signature_cache()
 _direct_gelu_gate: dict[tuple, gate_kernels.GeluGateCall] = signature_cache()
 
 
