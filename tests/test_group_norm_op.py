@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sdkernels import ops
 from sdkernels.kernels import group_norm as gn_kernels
 from sdkernels.kernels import group_norm_kernels as gn_jit
-from sdkernels.tools import traffic
+from sdkernels.tools import traffic_model
 from tests.tolerance import assert_matches_reference
 
 
@@ -264,7 +264,7 @@ def fused_config(batch: int, channels: int, spatial: int, groups: int, sm_count:
         "SILU": True,
         "MAX_GROUPS_PER_PROGRAM": gn_kernels.max_groups_per_program(batch, groups, sm_count),
     }
-    return traffic.kernel_config(gn_jit.group_norm_fused_kernel, args)
+    return traffic_model.kernel_config(gn_jit.group_norm_fused_kernel, args)
 
 
 def test_groups_per_program_policy() -> None:

@@ -1,6 +1,6 @@
-"""The traffic model (sdkernels/tools/traffic.py) against the bytes the kernels really load and store, counted under the
-Triton interpreter tensor by tensor; the SD shape tables (sdkernels/tools/sd_shapes.py) against a meta-device forward of
-the real diffusers models; and the `traffic` table itself."""
+"""The traffic model (sdkernels/tools/traffic_model.py) against the bytes the kernels really load and store, counted
+under the Triton interpreter tensor by tensor; the SD shape tables (sdkernels/tools/sd_shapes.py) against a
+meta-device forward of the real diffusers models (sdkernels/tools/sd_census.py); and the `traffic` table itself."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from sdkernels import ops, reference
 from sdkernels.kernels import group_norm as gn_kernel
-from sdkernels.tools import sd_model_configs, sd_shapes, traffic
+from sdkernels.tools import sd_census, sd_model_configs, sd_shapes, traffic, traffic_model
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +101,7 @@ def _group_norm_case(
         out = ops.group_norm_silu(x, 32, weight, bias, 1e-5, add=temb)
     named = {"x": x, "add": temb, "weight": weight, "bias": bias, "out": out}
     measured = counter.by_tensor({name: t for name, t in named.items() if t is not None})
-    expected, path = traffic.group_norm_bytes(
+    expected, path = traffic_model.group_norm_bytes(
         batch, channels, spatial, 32, 2, add=add, affine=affine, sm_count=sm_count, channels_last=channels_last
     )
     assert expected_path in path
@@ -149,7 +149,7 @@ def test_geglu_bytes(rows: int, dim: int, inner: int) -> None:
         out = ops.geglu(x, weight, bias)
     measured = counter.by_tensor({"x": x, "weight": weight, "bias": bias, "out": out})
     assert measured.pop("other") == 0
-    assert measured == traffic.geglu_bytes(rows, dim, inner, 2, traffic.geglu_config("fp16"))
+    assert measured == traffic_model.geglu_bytes(rows, dim, inner, 2, traffic_model.geglu_config("fp16"))
 
 
 def test_gelu_gate_bytes() -> None:
@@ -159,7 +159,7 @@ def test_gelu_gate_bytes() -> None:
     measured = counter.by_tensor({"h": h, "out": out})
     shape = sd_shapes.GegluShape("test", 1, 37, 25, 100, 1)
     assert measured.pop("other") == 0
-    assert measured == traffic.gelu_gate_traffic(shape, "fp16").ours
+    assert measured == traffic_model.gelu_gate_traffic(shape, "fp16").ours
 
 
 # ------------------------------------------------------------------------------------------------- attention
@@ -172,9 +172,9 @@ def test_attention_bytes(heads: int, lq: int, lk: int, head_dim: int) -> None:
     with count_bytes() as counter:
         out = ops.attention(q, k, v)
     measured = counter.by_tensor({"q": q, "k": k, "v": v, "out": out})
-    config = traffic.attention_config(head_dim, "fp16", "sm80")  # the interpreter runs the sm80 row
+    config = traffic_model.attention_config(head_dim, "fp16", "sm80")  # the interpreter runs the sm80 row
     assert measured.pop("other") == 0
-    assert measured == traffic.attention_bytes(heads, lq, lk, head_dim, 2, config)
+    assert measured == traffic_model.attention_bytes(heads, lq, lk, head_dim, 2, config)
 
 
 # -------------------------------------------------------------------------------------- SD shapes and the table
@@ -195,11 +195,11 @@ def test_sd_shapes_match_a_meta_forward_of_diffusers(model: str) -> None:
                     "time_ids": torch.empty(2, sd_model_configs.SDXL_TIME_IDS),
                 }
             }
-        gn, geglu, attention = sd_shapes.census(model, unet, lambda: unet(sample, 10, context, **extra), "unet")
+        gn, geglu, attention = sd_census.census(model, unet, lambda: unet(sample, 10, context, **extra), "unet")
         if model == "sd15":  # the VAE is the same network in all three; its table is per level, checked at 512²
             vae = AutoencoderKL(**sd_model_configs.VAE_CONFIGS[model])
             image = torch.empty(1, 3, sd_shapes.IMAGE_SIZE[model], sd_shapes.IMAGE_SIZE[model])
-            vae_gn, _, vae_attention = sd_shapes.census(
+            vae_gn, _, vae_attention = sd_census.census(
                 model, vae, lambda: vae.decode(vae.encode(image).latent_dist.mode())
             )
             gn, attention = gn + vae_gn, attention + vae_attention
