@@ -249,7 +249,7 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
     """Cases -> providers (the real kernels, interpreted) -> rows -> CSV -> plots, with made-up times."""
     import argparse
 
-    from bench import bench_attention, bench_geglu, bench_group_norm, common, plot
+    from bench import bench_attention, bench_geglu, bench_group_norm, common, peaks, plot, results_csv
 
     calls = iter(range(1, 1000))
 
@@ -267,10 +267,13 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
         ),
     ]
     args = argparse.Namespace(dtype="fp16", csv=tmp_path / "kernels.csv", no_plot=False)
-    peaks = common.Peaks(copy_gbps=1000.0, matmul_tflops=100.0)
-    assert common.run_benchmark(cases, args, ["x"], timer=fake_timer, device=torch.device("cpu"), peaks=peaks) == 0
+    measured_peaks = peaks.Peaks(copy_gbps=1000.0, matmul_tflops=100.0)
+    assert (
+        common.run_benchmark(cases, args, ["x"], timer=fake_timer, device=torch.device("cpu"), peaks=measured_peaks)
+        == 0
+    )
     assert "sum of p50 x calls" in capsys.readouterr().out
-    rows = common.read_rows(args.csv)
+    rows = results_csv.read_rows(args.csv)
     assert len(rows) == sum(len(c.providers) for c in cases)
     by = {(r["kernel"], r["provider"]): r for r in rows}
     ours, eager = by[("group_norm_silu", "sdkernels")], by[("group_norm_silu", "eager")]
@@ -286,8 +289,8 @@ def test_bench_pipeline_with_fake_timings(tmp_path, capsys: pytest.CaptureFixtur
         assert r["p50_ms"] == "" or float(r["max_abs_err_fp32"]) < 2e-2, r
     assert by[("attention", "sdpa-cudnn")]["note"].startswith("failed")  # no cuDNN attention on CPU
     assert all((tmp_path / f"{k}.png").is_file() for k in ("group_norm_silu", "geglu", "attention"))
-    common.save_rows(rows[:2], args.csv)  # same keys: replaced, not appended
-    assert len(common.read_rows(args.csv)) == len(rows)
+    results_csv.save_rows(rows[:2], args.csv)  # same keys: replaced, not appended
+    assert len(results_csv.read_rows(args.csv)) == len(rows)
     assert plot.main(["--csv", str(args.csv), "--out", str(tmp_path / "replot")]) == 0
     assert (tmp_path / "replot" / "attention.png").is_file()
 
@@ -317,7 +320,7 @@ def test_e2e_measures_default_and_patched_on_tiny_models(tmp_path, monkeypatch: 
     """The e2e machinery on CPU: tiny SDXL-topology UNet (added conditioning) and VAE decoder, default vs patched.
     The ops take their PyTorch path here (kernel correctness is tested elsewhere), so outputs agree to fp32."""
     import sdkernels._dispatch
-    from bench import bench_e2e, common
+    from bench import bench_e2e, results_csv
     from sdkernels.testing.tiny import components
 
     monkeypatch.setattr(sdkernels._dispatch, "INTERPRET", False)
@@ -330,7 +333,7 @@ def test_e2e_measures_default_and_patched_on_tiny_models(tmp_path, monkeypatch: 
     }
     unet = bench_e2e.unet_workload("tiny-unet", components.tiny_sdxl_unet_config(), 64, components.TEXT_HIDDEN)
     vae = bench_e2e.vae_decode_workload("tiny-vae", vae_config, 64)
-    env = common.environment(torch.device("cpu"))
+    env = results_csv.environment(torch.device("cpu"))
     rows = []
     for workload in (unet, vae):
         rows += bench_e2e.run_workload(workload, ("default", "patched"), torch.device("cpu"), torch.float32, 1, 2, env)
@@ -345,5 +348,5 @@ def test_e2e_measures_default_and_patched_on_tiny_models(tmp_path, monkeypatch: 
         assert default["max_abs_diff_vs_default"] == 0 and default["finite"] and patched["finite"]
         assert patched["max_abs_diff_vs_default"] <= 1e-4 * max(1.0, patched["max_abs_default"])
         assert patched["it_per_s"] == pytest.approx(1e3 / patched["median_ms"])
-    common.save_rows(rows, tmp_path / "e2e.csv", bench_e2e.E2E_COLUMNS, bench_e2e.E2E_KEY)
-    assert len(common.read_rows(tmp_path / "e2e.csv")) == 4
+    results_csv.save_rows(rows, tmp_path / "e2e.csv", bench_e2e.E2E_COLUMNS, bench_e2e.E2E_KEY)
+    assert len(results_csv.read_rows(tmp_path / "e2e.csv")) == 4
