@@ -4,7 +4,7 @@ measured copy bandwidth and matmul rate, speedup over each baseline, max |error|
 CSV (bench/results/kernels.csv) that keeps one row per (kernel, provider, shape, dtype, layout, gpu).
 
 Timing, peaks and the device are parameters (bench/peaks.py), so the shape/byte/CSV/plot logic (bench/results_csv.py,
-bench/speedup_plot.py) also runs on CPU with a fake timer (tests/test_traffic.py does that); GPU numbers exist
+bench/speedup_plot.py) also runs on CPU with a fake timer (tests/test_bench_logic.py does that); GPU numbers exist
 only where a GPU produced them.
 """
 
