@@ -130,7 +130,7 @@ def test_opcheck() -> None:
 
 AOT_CHECK = """
 import json
-from sdkernels.kernels.group_norm import aot_specs
+from sdkernels.kernels.group_norm_aot import aot_specs
 print(json.dumps([dict(variant=s.variant, signature=s.signature, constexprs=sorted(s.constexprs),
                        arg_names=list(s.fn.arg_names), divisible_by_16=list(s.divisible_by_16),
                        equal_to_1=list(s.equal_to_1), uses_dot=s.uses_dot) for s in aot_specs()]))

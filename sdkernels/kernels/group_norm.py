@@ -1,5 +1,6 @@
 """Fused GroupNorm (+ a per-(sample, channel) add) (+ SiLU), NCHW and channels_last read in place: launch policy,
-launcher and the shipped configs. The Triton kernels are in sdkernels/kernels/group_norm_kernels.py.
+launcher and the shipped configs. The Triton kernels are in sdkernels/kernels/group_norm_kernels.py
+(fused) and group_norm_split_kernels.py (split pass), their tiles in group_norm_tiles.py.
 
 x is viewed as (N, C, S), S = the flattened spatial dims. Statistics are fp32 on h - pivot (the group's first
 element, so |mean| >> std loses nothing), centred two-pass per tile, merged with Chan's (count, mean, M2) formula.
@@ -15,7 +16,6 @@ Three paths:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +26,11 @@ from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
 from sdkernels.kernels._direct import LaunchSite
 from sdkernels.kernels._launch import runtime_arg_names
-from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan
+from sdkernels.kernels._tuning import Plan, first_config_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
-from sdkernels.kernels.group_norm_kernels import (
-    group_norm_apply_kernel,
-    group_norm_fused_kernel,
-    group_norm_partials_kernel,
-)
+from sdkernels.kernels.group_norm_kernels import group_norm_fused_kernel
+from sdkernels.kernels.group_norm_split_kernels import group_norm_apply_kernel, group_norm_partials_kernel
+from sdkernels.kernels.group_norm_tiles import pow2
 
 Tensor = torch.Tensor
 
@@ -40,7 +38,7 @@ Tensor = torch.Tensor
 PROGRAMS_PER_SM = 4  # split until there are about this many programs per SM
 MIN_ELEMENTS_PER_PROGRAM = 8192  # smaller chunks cost a second launch and more than they parallelise
 CHUNK_ALIGN = 2048  # split chunks start at multiples of this many positions: aligned, whole tiles (BLOCK_S | 2048)
-MAX_SPLIT = 1024  # kernel 2 merges a group's partials as one vector of next_pow2(SPLIT) lanes
+MAX_SPLIT = 1024  # kernel 2 merges a group's partials as one vector of nextpow2(SPLIT) lanes
 DEFAULT_SM_COUNT = 132  # H100; used off CUDA (the interpreter) for the split decision
 FORCE_SPLIT: int | None = None  # tests: split every group into about this many chunks (aligned to 16)
 
@@ -80,10 +78,6 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length() if n > 1 else 1
-
-
 def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int:
     """Bound (a power of two) on the consecutive groups of a sample that one fused program normalises; the kernel
     takes as many as its tile holds (GROUPS_PER_PROGRAM). With a GPU (sm_count) halved until the grid has
@@ -91,7 +85,7 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
     after another, ~10 ms of Python each) only the number of groups bounds it."""
     if FORCE_GROUPS_PER_PROGRAM is not None:
         return FORCE_GROUPS_PER_PROGRAM
-    bound = _pow2(groups)
+    bound = pow2(groups)
     while sm_count is not None and bound > 1 and batch * _cdiv(groups, bound) < MIN_PROGRAMS_PER_SM * sm_count:
         bound //= 2
     return bound
@@ -310,51 +304,3 @@ def _general(
     if target is not out:
         out.copy_(target)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- AOT compile specs
-# Representative SD shapes per layout, chosen to reach every kernel variant a default run compiles: NCHW's fused
-# loop over long rows (32x32 latents and up) and short rows (8x8), and the split kernels (VAE decoder at 256x256);
-# channels_last's one-tile (one and several groups per program), loop and split paths.
-AOT_SHAPES = {
-    "nchw": [(2, 1280, 32, 32), (2, 1280, 8, 8), (1, 128, 256, 256)],
-    "channels_last": [(2, 1280, 8, 8), (2, 320, 8, 8), (2, 320, 24, 24), (1, 128, 256, 256)],
-}
-
-
-def aot_specs() -> list[AotSpec]:
-    """Every kernel variant the launcher ships by default, as the launch recorder sees it on sm_90 at SD shapes
-    (AOT_SHAPES) in fp16/bf16/fp32, weight, bias, add and SiLU on: signature, JIT specialisation, constexprs and
-    launch options exactly as launched. (Opt-in autotuning may also try the other TILE_CONFIGS on channels_last.)"""
-    from sdkernels.kernels._launch import LaunchRecorder
-
-    specs: list[AotSpec] = []
-    for dtype, layout in itertools.product((torch.float16, torch.bfloat16, torch.float32), AOT_SHAPES):
-        with LaunchRecorder(arch=90) as recorder:
-            for shape in AOT_SHAPES[layout]:
-                memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-                x = torch.empty(shape, dtype=dtype, device="meta", memory_format=memory_format)
-                weight = torch.empty(shape[1], dtype=dtype, device="meta")
-                add = torch.empty(shape[:2], dtype=dtype, device="meta")
-                group_norm_silu(x, 32, weight, weight, 1e-5, True, add)
-        for launch in recorder.compiles():
-            tiles = launch.constexprs
-            variant = f"{launch.kernel.rsplit('.', 1)[-1]} {layout} {str(dtype)[6:]} tile{tiles['TILE']} "
-            variant += f"{tiles['BLOCK_C']}x{tiles['BLOCK_S']}"
-            if tiles.get("ONE_TILE"):
-                variant += f" one-tile x{tiles['GROUPS_PER_PROGRAM']}"
-            specs.append(
-                AotSpec(
-                    kernel="group_norm_silu",
-                    variant=variant,
-                    fn=launch.fn,
-                    signature={n: "i32" if n in launch.equal_to_1 else t for n, t in launch.signature.items()},
-                    constexprs=dict(launch.constexprs),
-                    num_warps=launch.num_warps,
-                    num_stages=launch.num_stages,
-                    uses_dot=False,
-                    divisible_by_16=launch.divisible_by_16,
-                    equal_to_1=launch.equal_to_1,
-                )
-            )
-    return specs
