@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench.common import DTYPES, Case, Inputs, base_parser, run_benchmark, select
 from sdkernels import ops, reference
 from sdkernels.kernels import attention_configs
-from sdkernels.tools import sd_shapes, traffic
+from sdkernels.tools import sd_shapes, traffic_model
 
 KERNEL = "attention"
 FORCED_BACKENDS = {
@@ -80,7 +80,7 @@ def make_case(shape: sd_shapes.AttentionShape, dtype: str, arch: str, with_math:
         providers["xformers"] = xformers_attention
     if with_math:
         providers["sdpa-math"] = forced(SDPBackend.MATH)
-    model = traffic.attention_traffic(shape, dtype, arch)
+    model = traffic_model.attention_traffic(shape, dtype, arch)
     return Case(
         KERNEL,
         shape.label,

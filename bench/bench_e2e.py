@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 import sdkernels
-from bench.common import DTYPES, ENVIRONMENT_COLUMNS, RESULTS, environment, no_cuda, save_rows
+from bench.common import DTYPES, no_cuda
+from bench.results_csv import ENVIRONMENT_COLUMNS, RESULTS, environment, save_rows
 from bench.timing import time_calls
 from sdkernels._dispatch import fallback_counts, reset_fallback_counts
 from sdkernels.tools import sd_model_configs, sd_shapes

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select
 from sdkernels import ops, reference
-from sdkernels.tools import sd_shapes, traffic
+from sdkernels.tools import sd_shapes, traffic_model
 
 KERNEL = "geglu"
 
@@ -55,7 +55,7 @@ def make_case(shape: sd_shapes.GegluShape, dtype: str, with_inductor: bool = Fal
     providers = {"sdkernels": fused, "sdkernels-gelu_gate": linear_then_gelu_gate, "eager": eager}
     if with_inductor:
         providers["inductor"] = inductor(eager)
-    model = traffic.geglu_traffic(shape, dtype)
+    model = traffic_model.geglu_traffic(shape, dtype)
     return Case(
         KERNEL,
         shape.label,

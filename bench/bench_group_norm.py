@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from bench.common import DTYPES, Case, Inputs, base_parser, inductor, run_benchmark, select
 from sdkernels import ops, reference
 from sdkernels.kernels import group_norm as gn_kernel
-from sdkernels.tools import sd_shapes, traffic
+from sdkernels.tools import sd_shapes, traffic_model
 
 KERNEL = "group_norm_silu"
 LAYOUTS = ("nchw", "channels_last")
@@ -83,7 +83,7 @@ def make_case(
     providers = {"sdkernels": fused, "eager": eager}
     if with_inductor:
         providers["inductor"] = inductor(eager)
-    floor = traffic.group_norm_traffic(shape, dtype, sm_count).floor
+    floor = traffic_model.group_norm_traffic(shape, dtype, sm_count).floor
     return Case(
         KERNEL,
         shape.label,

@@ -3,16 +3,14 @@ layout) with its providers, `triton.testing.do_bench` p50/p20/p80, achieved GB/s
 measured copy bandwidth and matmul rate, speedup over each baseline, max |error| against an fp32 reference, and one
 CSV (bench/results/kernels.csv) that keeps one row per (kernel, provider, shape, dtype, layout, gpu).
 
-Timing, peaks and the device are parameters, so the shape/byte/CSV/plot logic also runs on CPU with a fake timer
-(tests/test_traffic.py does that); GPU numbers exist only where a GPU produced them.
+Timing, peaks and the device are parameters (bench/peaks.py), so the shape/byte/CSV/plot logic (bench/results_csv.py,
+bench/speedup_plot.py) also runs on CPU with a fake timer (tests/test_bench_logic.py does that); GPU numbers exist
+only where a GPU produced them.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,90 +19,13 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.peaks import Peaks, Timer, cuda_timer, measure_peaks
+from bench.results_csv import RESULTS, environment, save_rows
+from bench.speedup_plot import plot_path, plot_speedups
+
 NO_CUDA_MESSAGE = "no CUDA device: GPU timings skipped"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-ENVIRONMENT_COLUMNS = ("gpu_name", "torch", "triton", "diffusers", "sdkernels", "timestamp")  # environment()'s keys
-KEY_COLUMNS = ("kernel", "provider", "shape", "dtype", "layout", "gpu_name")
-CSV_COLUMNS = (
-    "kernel",
-    "provider",
-    "shape",
-    "model",
-    "component",
-    "dtype",
-    "layout",
-    "calls",
-    "p50_ms",
-    "p20_ms",
-    "p80_ms",
-    "gbps",
-    "tflops",
-    "metric",
-    "peak",
-    "peak_fraction",
-    "sdkernels_speedup",
-    "max_abs_err_fp32",
-    "max_abs_diff_vs_sdkernels",
-    "note",
-    *ENVIRONMENT_COLUMNS,
-)
-
-Timer = Callable[[Callable[[], Any]], tuple[float, float, float]]
 Inputs = dict[str, Any]
-
-
-def cuda_timer(fn: Callable[[], Any]) -> tuple[float, float, float]:
-    """(p50, p20, p80) milliseconds of fn, with triton's L2 flush between runs."""
-    import triton.testing
-
-    p50, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8])
-    return float(p50), float(p20), float(p80)
-
-
-@dataclass(frozen=True)
-class Peaks:
-    copy_gbps: float  # device-to-device copy: bytes read + bytes written per second
-    matmul_tflops: float  # square matmul in the benchmark dtype
-
-
-def measure_peaks(
-    device: torch.device, dtype: torch.dtype, timer: Timer = cuda_timer, copy_bytes: int = 1 << 30, matmul_n: int = 8192
-) -> Peaks:
-    """This GPU's measured (not datasheet) copy bandwidth and matrix rate: the denominators of peak_fraction."""
-    return Peaks(
-        2 * copy_bytes / _copy_ms(device, copy_bytes, timer) / 1e6,
-        2 * matmul_n**3 / _matmul_ms(device, dtype, matmul_n, timer) / 1e9,
-    )
-
-
-def _copy_ms(device: torch.device, copy_bytes: int, timer: Timer) -> float:
-    src = torch.empty(copy_bytes // 2, dtype=torch.float16, device=device).normal_()
-    dst = torch.empty_like(src)
-    return timer(lambda: dst.copy_(src))[0]
-
-
-def _matmul_ms(device: torch.device, dtype: torch.dtype, n: int, timer: Timer) -> float:
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
-    return timer(lambda: a @ b)[0]
-
-
-def environment(device: torch.device) -> dict[str, str]:
-    import triton
-
-    import sdkernels
-    from sdkernels._versions import installed
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return {
-        "gpu_name": name,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "diffusers": installed("diffusers") or "not installed",  # the kernel benches run without diffusers
-        "sdkernels": sdkernels.__version__,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 @dataclass
@@ -220,77 +141,6 @@ def summarize(rows: Iterable[dict]) -> list[str]:
         f"{k} {m}-{c} [{layout}] {p:19s} {ms:9.3f} ms per pass (sum of p50 x calls)"
         for (k, m, c, layout, p), ms in sorted(totals.items())
     ]
-
-
-# --------------------------------------------------------------------------------------------------------- CSV
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def save_rows(
-    rows: Sequence[dict], path: Path, columns: Sequence[str] = CSV_COLUMNS, key: Sequence[str] = KEY_COLUMNS
-) -> None:
-    """Merge rows into the CSV: a new row replaces an old one with the same key (same GPU, kernel, provider, shape,
-    dtype, layout); rows of other GPUs and shapes are kept."""
-    new_keys = {tuple(str(row.get(k, "")) for k in key) for row in rows}
-    kept = [row for row in read_rows(path) if tuple(row.get(k, "") for k in key) not in new_keys]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([*kept, *rows])
-
-
-# -------------------------------------------------------------------------------------------------------- plots
-def plot_path(directory: Path, kernel: str, dtype: str) -> Path:
-    return directory / (f"{kernel}.png" if dtype == "fp16" else f"{kernel}-{dtype}.png")
-
-
-def plot_speedups(rows: Sequence[dict], kernel: str, path: Path) -> bool:
-    """Horizontal bars: sdkernels' speedup over each baseline, per shape (one GPU's rows). False if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    timed = [
-        r
-        for r in rows
-        if r["kernel"] == kernel
-        and r["provider"] != "sdkernels"
-        and str(r.get("sdkernels_speedup", "")) not in ("", "nan")
-    ]
-    if not timed:
-        return False
-    # one bar series per baseline (and per layout when several were run), one group of bars per shape
-    several_layouts = len({r["layout"] for r in timed}) > 1
-
-    def series(r: dict) -> str:
-        return f"{r['provider']} [{r['layout']}]" if several_layouts else r["provider"]
-
-    labels = list(dict.fromkeys(r["shape"] for r in timed))
-    baselines = list(dict.fromkeys(series(r) for r in timed))
-    speedup = {(r["shape"], series(r)): float(r["sdkernels_speedup"]) for r in timed}
-    height = 0.8 / len(baselines)
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.28 * len(labels) * max(1, len(baselines) / 2)))
-    for i, name in enumerate(baselines):
-        ys = [j + i * height for j in range(len(labels))]
-        ax.barh(ys, [speedup.get((label, name), math.nan) for label in labels], height=height, label=name)
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))], labels, fontsize=7)
-    ax.set_ylim(len(labels), -0.2)  # first shape on top, no empty margin
-    ax.set_xlabel("sdkernels speedup over baseline (p50 time ratio; > 1 = sdkernels faster)")
-    gpu = timed[0].get("gpu_name", "")
-    ax.set_title(f"{kernel} on {gpu} ({timed[0].get('dtype', '')})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # ------------------------------------------------------------------------------------------------- entry points

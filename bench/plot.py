@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.common import RESULTS, plot_path, plot_speedups, read_rows
+from bench.results_csv import RESULTS, read_rows
+from bench.speedup_plot import plot_path, plot_speedups
 
 
 def main(argv: list[str] | None = None) -> int:

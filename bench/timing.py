@@ -1,5 +1,5 @@
 """Per-call timing for whole-model benchmarks (bench_e2e, compare_*): CUDA events on a GPU, so the figure is GPU time
-rather than launch time; wall clock elsewhere. Per-kernel benchmarks use triton.testing.do_bench (bench/common.py)."""
+rather than launch time; wall clock elsewhere. Per-kernel benchmarks use triton.testing.do_bench (bench/peaks.py)."""
 
 from __future__ import annotations
 

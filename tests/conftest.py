@@ -31,6 +31,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def group_norm_gpu_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run NCHW GroupNorm on the fixed tiles a GPU launches (not the interpreter-only packed tiles the pipelines tests
+    use), for the tests of the kernel's GPU geometry and of the bytes it moves: `pytest.mark.usefixtures(...)`."""
+    from sdkernels.kernels import group_norm  # here, not above: conftest's imports stay what every test needs
+
+    monkeypatch.setattr(group_norm, "PACK_NCHW_WHEN_INTERPRETED", False)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

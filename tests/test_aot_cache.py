@@ -14,7 +14,7 @@ import types
 from pathlib import Path
 
 from sdkernels.tools import aot_cache
-from sdkernels.tools.aot import resident_ctas
+from sdkernels.tools.occupancy import resident_ctas
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # compile_spec(..., cache_only=True) returns for that build.
 _KEYS_SCRIPT = """
 import json, os, sys, triton
-from sdkernels.tools import aot, aot_cache, compile_workers
+from sdkernels.tools import aot, aot_cache, compile_workers, jit_binding
 runs = []
 for source, libdevice in json.loads(sys.argv[1]):
     triton.knobs.nvidia.libdevice_path = libdevice
@@ -31,7 +31,7 @@ for source, libdevice in json.loads(sys.argv[1]):
     keys = {}
     for spec in specs:
         for arch in spec.archs:
-            bound = aot.bind_like_jit(spec, aot.GPUTarget("cuda", arch, 32))
+            bound = jit_binding.bind_like_jit(spec, jit_binding.GPUTarget("cuda", arch, 32))
             keys[f"{aot.spec_dtype(spec)}/{spec.variant}@{arch}"] = aot_cache.cache_key(spec, arch, bound)
     runs.append(keys)
 first = specs[0]

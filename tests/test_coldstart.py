@@ -75,7 +75,7 @@ def test_recorder_nests_no_further_and_restores_arch() -> None:
 def test_one_place_knows_the_architectures() -> None:
     # attention's table rows and GEGLU's sm_90-only configs read sdkernels.kernels.arch; the AOT tools' limits agree.
     from sdkernels.kernels import arch, attention_configs
-    from sdkernels.tools.aot import LIMITS
+    from sdkernels.tools.occupancy import LIMITS
 
     assert {a: LIMITS[a].shared_per_block for a in LIMITS} == arch.SHARED_PER_BLOCK
     assert [arch.kind(a) for a in (80, 86, 89, 90, 120)] == ["sm80", "small", "small", "sm90", "small"]

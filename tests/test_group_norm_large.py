@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from sdkernels import ops, reference
-from sdkernels.kernels import group_norm as gn_kernels
 from sdkernels.kernels._launch import LaunchRecorder
 
-
-@pytest.fixture(autouse=True)
-def _gpu_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gn_kernels, "PACK_NCHW_WHEN_INTERPRETED", False)  # the NCHW tiles a GPU launches
+pytestmark = pytest.mark.usefixtures("group_norm_gpu_tiles")  # the NCHW tiles a GPU launches
 
 
 GRID_Y_Z_MAX = 65535

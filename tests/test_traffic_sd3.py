@@ -15,7 +15,7 @@ from diffusers.models.normalization import AdaLayerNormContinuous, AdaLayerNormZ
 
 from sdkernels import ops
 from sdkernels.tools import sd3_shapes, traffic_sd3
-from tests.test_traffic import count_bytes
+from tests.byte_counter import count_bytes
 
 
 @pytest.mark.parametrize("batch, tokens, dim", [(2, 37, 1536), (1, 5, 2432)])

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdkernels.tools.aot import LIMITS
 from sdkernels.tools.compile_workers import WorkerPool
+from sdkernels.tools.occupancy import LIMITS
 from sdkernels.tools.triton_compat import accept_newer_launch_knobs
 
 accept_newer_launch_knobs()  # triton 3.6-3.8: see triton_compat.py (a no-op on 3.9)

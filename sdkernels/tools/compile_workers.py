@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sdkernels.kernels._tuning import AotSpec
-from sdkernels.tools.aot import LIMITS, AotResult, compile_spec, identity
+from sdkernels.tools.aot import AotResult, compile_spec, identity
+from sdkernels.tools.occupancy import LIMITS
 from sdkernels.tools.triton_compat import accept_newer_launch_knobs
 
 accept_newer_launch_knobs()  # triton 3.6-3.8: see triton_compat.py (a no-op on 3.9)

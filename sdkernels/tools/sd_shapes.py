@@ -1,18 +1,15 @@
-"""The shapes Stable Diffusion actually runs through sdkernels' ops, and the model configs they come from.
+"""The shapes Stable Diffusion actually runs through sdkernels' ops.
 
-Every table below was measured by hooking GroupNorm / GEGLU / Attention modules during a meta-device forward of
-diffusers 0.42.1 models built from the configs at the bottom (tests/test_traffic.py re-measures and compares):
-one UNet step at batch 2 (classifier-free guidance) at the model's native resolution, and the VAE encoder and
-decoder at batch 1. Tables are written per resolution level so other sizes follow: at UNet level l the latent side
-is (image / 8) >> l; at VAE level l the side is image >> l.
+Every table below was measured by hooking GroupNorm / GEGLU / Attention modules (sdkernels.tools.sd_census) during a
+meta-device forward of diffusers 0.42.1 models built from sdkernels.tools.sd_model_configs (tests/test_sd_shapes.py
+re-measures and compares): one UNet step at batch 2 (classifier-free guidance) at the model's native resolution, and
+the VAE encoder and decoder at batch 1. Tables are written per resolution level so other sizes follow: at UNet level l
+the latent side is (image / 8) >> l; at VAE level l the side is image >> l.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 MODELS = ("sd15", "sd21", "sdxl")
 IMAGE_SIZE = {"sd15": 512, "sd21": 768, "sdxl": 1024}
@@ -244,77 +241,3 @@ def attention_shapes(
                 AttentionShape(model, part, "mid_block", "self", VAE_BATCH, 1, 512, side * side, side * side, 1)
             )
     return shapes
-
-
-# ------------------------------------------------------------------------------------------------- measurement
-def census(
-    model: str, module: Any, run: Callable[[], object], component: str | None = None
-) -> tuple[list[GroupNormShape], list[GegluShape], list[AttentionShape]]:
-    """Run `run()` (a forward of `module`, e.g. built on the meta device) with hooks on every GroupNorm, GEGLU and
-    Attention module; return the distinct calls in this file's table format. The tables above are its output.
-    component: "unet", or None for an AutoencoderKL ("vae.encoder" / "vae.decoder" from the module path)."""
-    import torch
-
-    counts: dict[str, Counter] = {"gn": Counter(), "geglu": Counter(), "attention": Counter()}
-    blocks: dict[tuple, list[str]] = {}
-    handles = []
-    for name, sub in module.named_modules():
-        parts = name.split(".")
-        part = component or f"vae.{parts[0]}"
-        if isinstance(sub, torch.nn.GroupNorm):
-
-            def on_gn(mod, args, kwargs, name=name, part=part):
-                x = args[0]
-                silu = name.endswith(("norm1", "norm2", "conv_norm_out"))  # ResnetBlock2D, encoder/decoder end
-                add = silu and name.endswith("norm2") and part == "unet"  # the UNet's resnets add temb first
-                counts["gn"][
-                    (part, x.shape[0], x.shape[1], tuple(x.shape[2:]), silu, add, mod.eps, mod.num_groups)
-                ] += 1
-
-            handles.append(sub.register_forward_pre_hook(on_gn, with_kwargs=True))
-        elif type(sub).__name__ == "GEGLU":
-
-            def on_geglu(mod, args, kwargs):
-                x = args[0]
-                counts["geglu"][(x.shape[0], x.shape[1], x.shape[2], mod.proj.out_features // 2)] += 1
-
-            handles.append(sub.register_forward_pre_hook(on_geglu, with_kwargs=True))
-        elif type(sub).__name__ == "Attention":
-            if component is None:  # "encoder.mid_block.attentions.0"
-                block = parts[1]
-            else:  # "down_blocks.1.attentions.0.transformer_blocks.0.attn1", "mid_block.attentions.0...."
-                block = ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
-
-            def on_attention(mod, args, kwargs, part=part, block=block):
-                x = kwargs.get("hidden_states", args[0] if args else None)
-                context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
-                tokens = x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
-                key = (
-                    part,
-                    "self" if context is None else "cross",
-                    x.shape[0],
-                    mod.heads,
-                    mod.inner_dim // mod.heads,
-                    tokens,
-                    tokens if context is None else context.shape[1],
-                )
-                counts["attention"][key] += 1
-                where = blocks.setdefault(key, [])
-                if block not in where:
-                    where.append(block)
-
-            handles.append(sub.register_forward_pre_hook(on_attention, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return (
-        [
-            GroupNormShape(model, p, b, c, sp, silu, add, eps, n, g)
-            for (p, b, c, sp, silu, add, eps, g), n in counts["gn"].items()
-        ],
-        [GegluShape(model, b, t, d, i, n) for (b, t, d, i), n in counts["geglu"].items()],
-        [AttentionShape(model, key[0], "+".join(blocks[key]), *key[1:], n) for key, n in counts["attention"].items()],
-    )

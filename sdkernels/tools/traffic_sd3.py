@@ -1,5 +1,5 @@
-"""Traffic rows (see sdkernels.tools.traffic) for SD3 / SD3.5's ops: joint attention, the fused AdaLN modulation and
-the Linear + GELU(tanh) feed-forward GEMM, on the shapes of sdkernels.tools.sd3_shapes.
+"""Traffic rows (see sdkernels.tools.traffic_model) for SD3 / SD3.5's ops: joint attention, the fused AdaLN modulation
+and the Linear + GELU(tanh) feed-forward GEMM, on the shapes of sdkernels.tools.sd3_shapes.
 
 Eager baselines (what diffusers runs without sdkernels):
 - ada_layer_norm: F.layer_norm (read x, write y), y·(1 + scale) (read, write), + shift (read, write).
@@ -15,7 +15,7 @@ from sdkernels.kernels import ada_layer_norm as adaln_kernel
 from sdkernels.kernels import linear_gelu as linear_gelu_kernel
 from sdkernels.tools import sd3_shapes
 from sdkernels.tools.sd_shapes import AttentionShape
-from sdkernels.tools.traffic import ITEMSIZE, Traffic, attention_traffic
+from sdkernels.tools.traffic_model import ITEMSIZE, Traffic, attention_traffic
 
 SD3_KERNELS = ("ada_layer_norm", "linear_gelu")
 

@@ -1,10 +1,11 @@
-"""Lets the ahead-of-time tools (aot.py, written against triton 3.9) run on the oldest supported triton (3.6).
+"""Lets the ahead-of-time tools (aot.py, jit_binding.py, written against triton 3.9) run on the oldest supported
+triton (3.6).
 
-aot.bind_like_jit passes the launch options triton 3.9's JIT passes, read from `triton.knobs.compilation`, among
-them `fpsan_homomorphic_casts`, which older triton neither has as a knob nor accepts as an option. Rather than edit
-aot.py (its source is part of every cached measurement's key, so any edit recompiles all ~900 seeded entries), an
-older triton gets the knob at 3.9's default (off) and its JITFunction drops that option before packing, which is
-exactly what its own JIT does: it never passes it. Tools only; the runtime never imports this.
+jit_binding.bind_like_jit passes the launch options triton 3.9's JIT passes, read from `triton.knobs.compilation`,
+among them `fpsan_homomorphic_casts`, which older triton neither has as a knob nor accepts as an option. Rather than
+a version switch in the binding, an older triton gets the knob at 3.9's default (off) and its JITFunction drops that
+option before packing, which is exactly what its own JIT does: it never passes it. Tools only; the runtime never
+imports this.
 """
 
 from __future__ import annotations
