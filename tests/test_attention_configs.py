@@ -37,9 +37,9 @@ def test_every_head_dim_dtype_and_bias_has_configs(monkeypatch, capability):
         q = types.SimpleNamespace(device=torch.device("cuda"), dtype=dtype)
         for head_dim in range(8, 513, 8):
             kernel = (
-                attention_kernels._attention_pieces_kernel
+                attention_kernels.attention_pieces_kernel
                 if configs.uses_pieces_kernel(head_dim, dtype)
-                else attention_kernels._attention_dv_split_kernel
+                else attention_kernels.attention_dv_split_kernel
             )
             for bias in ("none", "per_key", "per_query_key"):
                 for lk in (77, 4096):

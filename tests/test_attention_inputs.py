@@ -16,7 +16,7 @@ def kernel_args():
     """Records (data_ptr, strides) of Q, K, V and Bias as the kernels receive them."""
     seen = []
     hooks = []
-    for kernel in (attention_kernels._attention_pieces_kernel, attention_kernels._attention_dv_split_kernel):
+    for kernel in (attention_kernels.attention_pieces_kernel, attention_kernels.attention_dv_split_kernel):
         while not hasattr(kernel, "add_pre_run_hook") or hasattr(kernel, "configs"):
             kernel = kernel.fn  # unwrap autotune / heuristics down to the (interpreted) jit function
 

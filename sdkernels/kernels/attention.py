@@ -1,329 +1,26 @@
-"""Flash attention for Stable Diffusion head dims, accumulating QKᵀ, the softmax statistics and PV in fp32.
+"""Flash attention for Stable Diffusion head dims, accumulating QKᵀ, the softmax statistics and PV in fp32: the
+launcher. Everything a call's signature fixes (kernel, config, grid, integer arguments) is computed once into an
+`AttentionCall`; a repeated call only allocates the output and launches.
 
-Two kernels share the tile helpers below:
-- `_attention_pieces_kernel` (D ≤ 256): D is covered by up to three power-of-two dot widths (80 = 64 + 16,
-  160 = 128 + 32, 40 = 32 + 16 masked to 8 real columns), so nothing is padded to the next power of two. Q stays
-  in registers and each output piece keeps its own fp32 accumulator.
-- `_attention_dv_split_kernel` (D > 256, the VAE's D = 512; and fp32 inputs): one (BLOCK_M, D) fp32 accumulator
-  does not fit in registers, so each program owns DV_CHUNK output columns and recomputes QKᵀ over the full D in
-  QK_CHUNK slices.
-Launch configs live in sdkernels/kernels/attention_configs.py.
+Two kernels share the tile helpers of attention_tiles.py:
+- `attention_pieces_kernel` (attention_pieces.py, D ≤ 256 in fp16/bf16): D covered by power-of-two dot widths.
+- `attention_dv_split_kernel` (attention_dv_split.py, D > 256 - the VAE's D = 512 - and fp32 inputs): each
+  program owns DV_CHUNK output columns and recomputes QKᵀ over the full D.
+Launch configs live in attention_configs.py, compile specs in attention_aot.py.
 """
 
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from sdkernels.kernels._direct import LaunchSite, empty_output
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
+from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, jit_fn
 from sdkernels.kernels.arch import arch_of
-from sdkernels.kernels.attention_configs import (
-    DV_SPLIT_CONFIGS,
-    PIECES_CONFIGS,
-    bias_kind,
-    dot_precision,
-    head_dim_pieces,
-    keep_configs_for,
-    uses_pieces_kernel,
-)
-from sdkernels.kernels.attention_tiles import load_rows, program_bases, softmax_step, store_rows
+from sdkernels.kernels.attention_configs import bias_kind, dot_precision, head_dim_pieces, uses_pieces_kernel
+from sdkernels.kernels.attention_dv_split import attention_dv_split_kernel
+from sdkernels.kernels.attention_pieces import attention_pieces_kernel
 
-# EVEN_N: no key tile is partial. FOLD_SCALE: with no bias and a positive scale the running max is taken on the raw
-# scores and the scale enters the exp2 argument as one FFMA (max(s)·c = max(s·c) for c > 0), as in Triton's
-# fused-attention tutorial, instead of one FMUL per score.
-_LOG2E = 1.4426950408889634
-_HEURISTICS = {
-    "EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0,
-    "FOLD_SCALE": lambda args: args["BIAS"] == "none" and args["qk_scale"] > 0,
-}
-_TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
-
-
-@autotune(PIECES_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_HEURISTICS)
-@triton.jit
-def _attention_pieces_kernel(
-    Q,
-    K,
-    V,
-    Bias,
-    Out,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_bb,
-    stride_bh,
-    stride_bm,
-    stride_bn,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    H,
-    Lq,
-    Lk,
-    qk_scale,
-    HEAD_DIM: tl.constexpr,
-    D_PIECE0: tl.constexpr,
-    D_PIECE1: tl.constexpr,
-    D_PIECE2: tl.constexpr,
-    BIAS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    STRIDE_UNIT: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    FOLD_SCALE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    # For each key tile: S = (Σ_pieces Q[:, piece] K[:, piece]ᵀ)·scale·log2e + bias·log2e, all in fp32.
-    # Online softmax: m = max(m, rowmax S), P = exp2(S - m), l = l·α + rowsum P, acc_i = acc_i·α + P V[:, piece_i].
-    # Finally O[:, piece_i] = acc_i / l (0 for a row whose every key was masked).
-    D_START1: tl.constexpr = D_PIECE0
-    D_START2: tl.constexpr = D_PIECE0 + D_PIECE1
-    m0, _, q_base, k_base, v_base, o_base, bias_base = program_bases(
-        Q,
-        K,
-        V,
-        Bias,
-        Out,
-        stride_qb,
-        stride_qh,
-        stride_qm,
-        stride_kb,
-        stride_kh,
-        stride_vb,
-        stride_vh,
-        stride_bb,
-        stride_bh,
-        stride_bm,
-        stride_ob,
-        stride_oh,
-        stride_om,
-        H,
-        Lq,
-        STRIDE_UNIT,
-        BLOCK_M,
-        1,
-    )
-    stride_qm, stride_kn, stride_vn, stride_om = (
-        stride_qm * STRIDE_UNIT,
-        stride_kn * STRIDE_UNIT,
-        stride_vn * STRIDE_UNIT,
-        stride_om * STRIDE_UNIT,
-    )
-    rows = tl.arange(0, BLOCK_M)  # in-tile offsets, int32
-    n_rows = Lq - m0
-    cols0 = tl.arange(0, D_PIECE0)
-
-    q0 = load_rows(q_base, rows, stride_qm, n_rows, cols0, HEAD_DIM, True, D_PIECE0 > HEAD_DIM)
-    acc0 = tl.zeros((BLOCK_M, D_PIECE0), dtype=tl.float32)
-    if D_PIECE1 > 0:
-        cols1 = D_START1 + tl.arange(0, D_PIECE1)
-        q1 = load_rows(q_base, rows, stride_qm, n_rows, cols1, HEAD_DIM, True, D_START2 > HEAD_DIM)
-        acc1 = tl.zeros((BLOCK_M, D_PIECE1), dtype=tl.float32)
-    if D_PIECE2 > 0:
-        cols2 = D_START2 + tl.arange(0, D_PIECE2)
-        q2 = load_rows(q_base, rows, stride_qm, n_rows, cols2, HEAD_DIM, True, D_START2 + D_PIECE2 > HEAD_DIM)
-        acc2 = tl.zeros((BLOCK_M, D_PIECE2), dtype=tl.float32)
-    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-
-    keys = tl.arange(0, BLOCK_N)
-    for start_n in range(0, Lk, BLOCK_N):
-        n_keys = Lk - start_n
-        # 64-bit pointers at the key tile's first key (tl.cast: the interpreter's loop index is a Python int)
-        tile_start = tl.cast(start_n, tl.int64)
-        k_tile = k_base + tile_start * stride_kn
-        v_tile = v_base + tile_start * stride_vn
-        bias_tile = bias_base + tile_start * stride_bn
-        k0 = load_rows(k_tile, keys, stride_kn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
-        scores = tl.dot(q0, tl.trans(k0), input_precision=DOT_PRECISION)
-        if D_PIECE1 > 0:
-            k1 = load_rows(k_tile, keys, stride_kn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
-            scores = tl.dot(q1, tl.trans(k1), scores, input_precision=DOT_PRECISION)
-        if D_PIECE2 > 0:
-            k2 = load_rows(k_tile, keys, stride_kn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
-            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = softmax_step(
-            scores,
-            rows,
-            keys,
-            m_i,
-            l_i,
-            qk_scale,
-            bias_tile,
-            stride_bm,
-            stride_bn,
-            n_rows,
-            n_keys,
-            BIAS,
-            EVEN_N,
-            FOLD_SCALE,
-        )
-        # P is rounded to the input dtype for the tensor-core PV product, as FlashAttention does.
-        p = p.to(V.dtype.element_ty)
-        v0 = load_rows(v_tile, keys, stride_vn, n_keys, cols0, HEAD_DIM, not EVEN_N, D_PIECE0 > HEAD_DIM)
-        acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=DOT_PRECISION)
-        if D_PIECE1 > 0:
-            v1 = load_rows(v_tile, keys, stride_vn, n_keys, cols1, HEAD_DIM, not EVEN_N, D_START2 > HEAD_DIM)
-            acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=DOT_PRECISION)
-        if D_PIECE2 > 0:
-            v2 = load_rows(v_tile, keys, stride_vn, n_keys, cols2, HEAD_DIM, not EVEN_N, D_START2 + D_PIECE2 > HEAD_DIM)
-            acc2 = tl.dot(p, v2, acc2 * alpha[:, None], input_precision=DOT_PRECISION)
-
-    inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
-    out_ty = Out.dtype.element_ty
-    store_rows(
-        o_base, rows, stride_om, n_rows, cols0, (acc0 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_PIECE0 > HEAD_DIM
-    )
-    if D_PIECE1 > 0:
-        store_rows(
-            o_base, rows, stride_om, n_rows, cols1, (acc1 * inv_l[:, None]).to(out_ty), HEAD_DIM, D_START2 > HEAD_DIM
-        )
-    if D_PIECE2 > 0:
-        store_rows(
-            o_base,
-            rows,
-            stride_om,
-            n_rows,
-            cols2,
-            (acc2 * inv_l[:, None]).to(out_ty),
-            HEAD_DIM,
-            D_START2 + D_PIECE2 > HEAD_DIM,
-        )
-
-
-@autotune(DV_SPLIT_CONFIGS, key=_TUNE_KEY, prune=keep_configs_for)
-@triton.heuristics(_HEURISTICS)
-@triton.jit
-def _attention_dv_split_kernel(
-    Q,
-    K,
-    V,
-    Bias,
-    Out,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_bb,
-    stride_bh,
-    stride_bm,
-    stride_bn,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    H,
-    Lq,
-    Lk,
-    qk_scale,
-    HEAD_DIM: tl.constexpr,
-    BIAS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    STRIDE_UNIT: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    FOLD_SCALE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    QK_CHUNK: tl.constexpr,
-    DV_CHUNK: tl.constexpr,
-):
-    # Program (m-block, dv-chunk) owns O[rows, dv : dv + DV_CHUNK]. For each key tile:
-    # S = Σ_{d in QK_CHUNK slices of D} Q[:, d] K[:, d]ᵀ (fp32, q/k slices re-read per tile: they do not fit registers),
-    # then the same online softmax as the pieces kernel, acc = acc·α + P V[:, dv chunk]; O = acc / l.
-    NUM_DV_CHUNKS: tl.constexpr = (HEAD_DIM + DV_CHUNK - 1) // DV_CHUNK
-    m0, chunk, q_base, k_base, v_base, o_base, bias_base = program_bases(
-        Q,
-        K,
-        V,
-        Bias,
-        Out,
-        stride_qb,
-        stride_qh,
-        stride_qm,
-        stride_kb,
-        stride_kh,
-        stride_vb,
-        stride_vh,
-        stride_bb,
-        stride_bh,
-        stride_bm,
-        stride_ob,
-        stride_oh,
-        stride_om,
-        H,
-        Lq,
-        STRIDE_UNIT,
-        BLOCK_M,
-        NUM_DV_CHUNKS,
-    )
-    stride_qm, stride_kn, stride_vn, stride_om = (
-        stride_qm * STRIDE_UNIT,
-        stride_kn * STRIDE_UNIT,
-        stride_vn * STRIDE_UNIT,
-        stride_om * STRIDE_UNIT,
-    )
-    dv_cols = chunk * DV_CHUNK + tl.arange(0, DV_CHUNK)
-    rows = tl.arange(0, BLOCK_M)  # in-tile offsets, int32
-    n_rows = Lq - m0
-
-    acc = tl.zeros((BLOCK_M, DV_CHUNK), dtype=tl.float32)
-    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for start_n in range(0, Lk, BLOCK_N):
-        # Key offsets stay int32 from the (batch, head) base here (Lk · row stride < 2³¹): per-tile 64-bit pointers
-        # cost this kernel the registers it lacks next to 256 accumulator columns (a 16-20 B spill at ragged Lk).
-        keys = start_n + tl.arange(0, BLOCK_N)
-        n_keys = Lk
-        k_tile, v_tile, bias_tile = k_base, v_base, bias_base
-        scores = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for d0 in range(0, HEAD_DIM, QK_CHUNK):
-            qk_cols = d0 + tl.arange(0, QK_CHUNK)
-            q = load_rows(q_base, rows, stride_qm, n_rows, qk_cols, HEAD_DIM, True, HEAD_DIM % QK_CHUNK != 0)
-            k = load_rows(k_tile, keys, stride_kn, n_keys, qk_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % QK_CHUNK != 0)
-            scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-        p, alpha, m_i, l_i = softmax_step(
-            scores,
-            rows,
-            keys,
-            m_i,
-            l_i,
-            qk_scale,
-            bias_tile,
-            stride_bm,
-            stride_bn,
-            n_rows,
-            n_keys,
-            BIAS,
-            EVEN_N,
-            FOLD_SCALE,
-        )
-        v = load_rows(v_tile, keys, stride_vn, n_keys, dv_cols, HEAD_DIM, not EVEN_N, HEAD_DIM % DV_CHUNK != 0)
-        acc = tl.dot(p.to(V.dtype.element_ty), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
-
-    inv_l = 1.0 / tl.where(l_i == 0.0, 1.0, l_i)
-    store_rows(
-        o_base,
-        rows,
-        stride_om,
-        n_rows,
-        dv_cols,
-        (acc * inv_l[:, None]).to(Out.dtype.element_ty),
-        HEAD_DIM,
-        HEAD_DIM % DV_CHUNK != 0,
-    )
+_LOG2E = 1.4426950408889634  # the kernels run the softmax in exp2: they take the scale times log2(e)
 
 
 def _outer_strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -351,7 +48,7 @@ def _plan(
     plan = _plans.get(key)
     if plan is None:
         pieces = uses_pieces_kernel(head_dim, q.dtype)
-        tuned = _attention_pieces_kernel if pieces else _attention_dv_split_kernel
+        tuned = attention_pieces_kernel if pieces else attention_dv_split_kernel
         meta = {"HEAD_DIM": head_dim, "BIAS": bias, "DOT_PRECISION": dot_precision(q.dtype), "STRIDE_UNIT": unit}
         if pieces:
             meta.update(zip(("D_PIECE0", "D_PIECE1", "D_PIECE2"), head_dim_pieces(head_dim), strict=True))
@@ -448,4 +145,4 @@ def aot_specs() -> list[AotSpec]:
     """Every shipped (kernel, head dim, dtype, bias kind, EVEN_N, config) for the compile report."""
     from sdkernels.kernels.attention_aot import shipped_specs  # spec building stays out of the launcher's import
 
-    return shipped_specs(jit_fn(_attention_pieces_kernel), jit_fn(_attention_dv_split_kernel))
+    return shipped_specs(jit_fn(attention_pieces_kernel), jit_fn(attention_dv_split_kernel))

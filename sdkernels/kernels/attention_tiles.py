@@ -1,5 +1,5 @@
-"""Tile helpers of the attention kernels (sdkernels/kernels/attention.py): per-program base pointers, masked row
-loads/stores and one online-softmax step."""
+"""Tile helpers of the attention kernels (attention_pieces.py, attention_dv_split.py): per-program base pointers,
+masked row loads/stores and one online-softmax step; the heuristics and autotune key both kernels are wrapped with."""
 
 from __future__ import annotations
 
@@ -136,3 +136,14 @@ def softmax_step(
     alpha = tl.math.exp2(m_i - m_ref)
     l_new = l_i * alpha + tl.sum(p, 1)
     return p, alpha, m_new, l_new
+
+
+# ------------------------------------------------------------------- decorator arguments shared by both kernels
+# EVEN_N: no key tile is partial. FOLD_SCALE: with no bias and a positive scale the running max is taken on the raw
+# scores and the scale enters the exp2 argument as one FFMA (max(s)·c = max(s·c) for c > 0), as in Triton's
+# fused-attention tutorial, instead of one FMUL per score.
+HEURISTICS = {
+    "EVEN_N": lambda args: args["Lk"] % args["BLOCK_N"] == 0,
+    "FOLD_SCALE": lambda args: args["BIAS"] == "none" and args["qk_scale"] > 0,
+}
+TUNE_KEY = ["Lq", "Lk", "HEAD_DIM", "BIAS"]
