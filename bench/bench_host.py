@@ -1,11 +1,16 @@
 """Host time per op call, from the public `sdkernels.ops.*` function down to the launch, without a GPU.
 
 The launch is stubbed by the launch recorder in stub mode (sdkernels/kernels/_launch.py): everything the host does
-runs - input checks, the direct-or-dispatcher decision, the launch plan lookup, grid and stride math, the output
-allocation, and Triton's own argument binder and kernel-cache key computation for sm_90 - except the driver call
-itself. Inputs are meta tensors of SD's real shapes (fp16), so no memory is touched. Timed in process CPU time,
-best of several rounds, next to a calibration call (a 16-element CPU `torch.add`) timed the same way, so results
-from machines of different speed compare by the ratio.
+runs except the driver call itself. Two columns:
+- "direct" (the default path): a call signature seen before skips the checks and plans and launches the compiled
+  kernel Triton chose for it without Triton's binder (sdkernels/kernels/_direct.py): signature lookup, output
+  allocation, the pointers' alignment key, and the call of the kernel's launcher with the full argument list (the
+  stand-in launcher does nothing). A GPU adds the current-device and current-stream queries (two C calls).
+- "binder" (SDKERNELS_DIRECT_LAUNCH=0, and every first call of a signature): input checks, the direct-or-
+  dispatcher decision, the cached launch plan, and Triton's own argument binder and kernel-cache key for sm_90.
+Inputs are meta tensors of SD's real shapes (fp16), so no memory is touched. Timed in process CPU time, best of
+several rounds, next to a calibration call (a 16-element CPU `torch.add`) timed the same way, so results from
+machines of different speed compare by the ratio.
 
     python -m bench.bench_host            # table: op, shape, µs per call, ratio to the calibration call
     python -m bench.bench_host --steps    # and the per-UNet-step totals for SD1.5 and SDXL (replayed on meta)
@@ -21,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from sdkernels import ops
+from sdkernels.kernels import _direct
 from sdkernels.kernels._launch import LaunchRecorder
 
 FP16 = torch.float16
@@ -68,10 +74,15 @@ def calibration_us() -> float:
     return best_us(lambda: torch.add(a, b))
 
 
-def measure(arch: int = 90) -> tuple[float, dict[str, tuple[str, float]]]:
-    with torch.no_grad(), LaunchRecorder(arch, stub=True) as recorder:
-        results = {name: (shape, best_us(call)) for name, (shape, call) in cases().items()}
-        assert recorder.calls > 0, "no launch reached the stub: the ops took another path"
+def measure(arch: int = 90, direct: bool = True) -> tuple[float, dict[str, tuple[str, float]]]:
+    previous, _direct.enabled = _direct.enabled, direct
+    try:
+        with torch.no_grad(), LaunchRecorder(arch, stub=True) as recorder:
+            results = {name: (shape, best_us(call)) for name, (shape, call) in cases().items()}
+    finally:
+        _direct.enabled = previous
+    assert recorder.calls > 0, "no launch reached the stub: the ops took another path"
+    assert (recorder.direct_launches > 0) == direct, "the direct path was not taken as asked"
     return calibration_us(), results
 
 
@@ -107,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", action="store_true", help="also the per-UNet-step totals for SD1.5 and SDXL")
     args = parser.parse_args(argv)
     calibration, results = measure()
+    _, binder = measure(direct=False)
     print(f"calibration (16-element CPU torch.add): {calibration:.2f} µs")
-    print(f"{'op':18s} {'SD shape':30s} {'µs/call':>8s} {'x calib':>8s}")
+    print(f"{'op':18s} {'SD shape':30s} {'direct µs':>9s} {'x calib':>8s} {'binder µs':>9s} {'x calib':>8s}")
     for name, (shape, us) in results.items():
-        print(f"{name:18s} {shape:30s} {us:8.1f} {us / calibration:8.1f}")
+        slow = binder[name][1]
+        print(f"{name:18s} {shape:30s} {us:9.1f} {us / calibration:8.1f} {slow:9.1f} {slow / calibration:8.1f}")
     if args.steps:
         per_op = {"attention": results["attention"][1], **{n: results[n][1] for n in ("geglu", "gelu_gate")}}
         per_op["group_norm_silu"] = results["group_norm_silu"][1]

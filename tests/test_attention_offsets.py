@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import sdkernels.kernels.attention as attention_kernels
+from sdkernels.kernels._launch import LaunchRecorder
 from tests.tolerance import assert_matches_reference
 
 
@@ -59,14 +60,14 @@ def test_batch_offsets_past_2_31(tmp_path: Path, which: str) -> None:
     reference_check(q, k, v, None, f"{which} batch stride {batch_stride}")
 
 
-def test_grid_stays_within_cuda_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grid_stays_within_cuda_limits() -> None:
     """Temporal attention puts batch·H·W rows on the batch dim: 2·128·128·2 = 65,536 (batch, head) pairs. The launch
     grid must keep y and z ≤ 65,535 (recorded, not run: the interpreter would take minutes)."""
-    grids = []
-    monkeypatch.setattr(attention_kernels, "launch_plan", lambda plan, grid, *args, **kwargs: grids.append(grid))
-    for head_dim in (64, 512):
-        q = torch.zeros(32768, 2, 16, head_dim, dtype=torch.float16)
-        attention_kernels.attention(q, q, q, 0.125, None)
+    with LaunchRecorder(arch=80) as recorder:
+        for head_dim in (64, 512):
+            q = torch.zeros(32768, 2, 16, head_dim, dtype=torch.float16, device="meta")
+            attention_kernels.attention(q, q, q, 0.125, None)
+    grids = [launch.grid for launch in recorder.launches]
     assert len(grids) == 2
     for grid in grids:
         assert all(size <= 65535 for size in grid[1:]) and grid[0] < 2**31, grid

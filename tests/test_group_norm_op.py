@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from sdkernels import ops
 from sdkernels.kernels import group_norm as gn_kernels
 from sdkernels.kernels import group_norm_kernels as gn_jit
+from sdkernels.kernels import group_norm_tiles as gn_tiles
 from sdkernels.tools import traffic
 from tests.tolerance import assert_matches_reference
 
@@ -282,8 +283,8 @@ def test_groups_per_program_policy() -> None:
     # NCHW (SD's layout) loops over one fixed tile whatever CPG, S and the batch are: one compile serves all shapes.
     for channels, spatial in ((320, 64), (1280, 64), (128, 1), (640, 1024), (1920, 4096), (128, 262144)):
         config = fused_config(2, channels, spatial, 32, None, nhwc=False)
-        long_rows = spatial >= gn_jit.LONG_ROWS
-        expected = (8192 // gn_jit.LONG_BLOCK_S, gn_jit.LONG_BLOCK_S) if long_rows else (32, gn_jit.SHORT_BLOCK_S)
+        long_rows = spatial >= gn_tiles.LONG_ROWS
+        expected = (8192 // gn_tiles.LONG_BLOCK_S, gn_tiles.LONG_BLOCK_S) if long_rows else (32, gn_tiles.SHORT_BLOCK_S)
         assert (config["BLOCK_C"], config["BLOCK_S"], config["TILE"]) == (*expected, 8192), config
         assert not config["ONE_TILE"] and config["GROUPS_PER_PROGRAM"] == 1
 
@@ -356,7 +357,7 @@ def test_opcheck() -> None:
 
 AOT_CHECK = """
 import json
-from sdkernels.kernels.group_norm import aot_specs
+from sdkernels.kernels.group_norm_aot import aot_specs
 print(json.dumps([dict(variant=s.variant, signature=s.signature, constexprs=sorted(s.constexprs),
                        arg_names=list(s.fn.arg_names), divisible_by_16=list(s.divisible_by_16),
                        equal_to_1=list(s.equal_to_1), uses_dot=s.uses_dot) for s in aot_specs()]))

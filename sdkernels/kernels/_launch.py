@@ -58,21 +58,39 @@ def launch(
     num_warps: int,
     num_stages: int,
     device: torch.device,
-) -> None:
-    """Run (or record) `fn[grid](*args, **constexprs)` with the given launch options on `device`.
+) -> Any:
+    """Run (or record) `fn[grid](*args, **constexprs)` with the given launch options on `device`; return the
+    compiled kernel the JIT launched (a stand-in while a stub recorder runs; None when nothing was compiled).
 
     Triton launches on the *current* CUDA device; when the tensors live on another one, the launch is wrapped in a
     device guard (only then: the check is one cheap query)."""
     recorder = getattr(_state, "recorder", None)
     if recorder is not None:
-        recorder.record(fn, grid, args, constexprs, num_warps, num_stages)
+        entry = recorder.record(fn, grid, args, constexprs, num_warps, num_stages)
         if not recorder.execute:
-            return
+            return entry if recorder.stub else None
     if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
         with torch.cuda.device(device.index):
-            fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
-        return
-    fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
+            return fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
+    return fn[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
+
+
+# Caches that map a call's signature to a prepared direct call (sdkernels/kernels/_direct.py). They are only valid
+# for the conditions they were made under - no recorder or the same stub recorder, the same autotune setting - so
+# they are emptied whenever those change.
+_signature_caches: list[dict] = []
+
+
+def signature_cache() -> dict:
+    """A new dict registered to be emptied when a recorder starts or stops or autotuning is switched."""
+    cache: dict = {}
+    _signature_caches.append(cache)
+    return cache
+
+
+def clear_signature_caches() -> None:
+    for cache in _signature_caches:
+        cache.clear()
 
 
 _arg_names: dict[str, list[str]] = {}
@@ -142,22 +160,37 @@ class LaunchRecorder:
     """
 
     def __init__(
-        self, arch: int = 90, *, execute: bool = False, keep_compile_args: bool = False, stub: bool = False
+        self,
+        arch: int = 90,
+        *,
+        execute: bool = False,
+        keep_compile_args: bool = False,
+        stub: bool = False,
+        verify_direct: bool = False,
     ) -> None:
         self.arch = arch
         self.execute = execute
         self.keep_compile_args = keep_compile_args
-        # stub=True: only the host work JITFunction.run does before the driver launch (bind, specialise, look the
-        # kernel up by its key), counted in `calls`; for timing the host path (bench/bench_host.py).
+        # stub=True: the host work of a launch runs but not the driver call, counted in `calls`; for timing the
+        # host path (bench/bench_host.py). The first launch of a site binds and specialises the arguments as
+        # JITFunction.run does and hands back a stand-in kernel; later ones take the direct path a GPU takes
+        # (sdkernels/kernels/_direct.py) and call the stand-in's launcher, which does nothing.
         self.stub = stub
+        # verify_direct=True (tests): every direct launch is checked against Triton's binder - same compiled
+        # kernel (specialisation key) and the same argument list JITFunction.run would pass to the launcher.
+        self.verify_direct = verify_direct
         self.calls = 0
+        self.direct_launches = 0
         self.launches: list[Launch] = []
+        self.direct_kernels: dict[tuple, tuple] = {}  # the direct path's kernels while stubbed, per (site, key)
         self._seen: set[str] = set()
-        self._kernels: dict[str, Any] = {}
+        self._kernels: dict[tuple[Any, str], StubKernel] = {}
+        self._key_cache: dict = {}  # compute_cache_key's memo, as each JIT function keeps one
 
     def __enter__(self) -> LaunchRecorder:
         if active_recorder() is not None:
             raise RuntimeError("sdkernels: a LaunchRecorder is already active in this thread")
+        clear_signature_caches()
         _state.recorder = self
         self._previous_arch = arch_mod.set_emulated(self.arch)
         return self
@@ -165,6 +198,7 @@ class LaunchRecorder:
     def __exit__(self, *exc: object) -> None:
         _state.recorder = None
         arch_mod.set_emulated(self._previous_arch)
+        clear_signature_caches()
 
     def record(
         self, fn: Any, grid: Grid, args: Sequence[Any], constexprs: dict[str, Any], num_warps: int, num_stages: int
@@ -174,9 +208,11 @@ class LaunchRecorder:
         bound, specialization, binder_options = binder(*args, **constexprs, **options)
         if self.stub:
             self.calls += 1
-            key = compute_cache_key(self._kernels, specialization, binder_options)
-            self._kernels.get(key)
-            return None  # type: ignore[return-value]
+            key = compute_cache_key(self._key_cache, specialization, binder_options)
+            kernel = self._kernels.get((fn, key))  # the JIT keeps one kernel cache per function
+            if kernel is None:
+                kernel = self._kernels[(fn, key)] = StubKernel(key, (num_warps, num_stages))
+            return kernel  # type: ignore[return-value]
         key = kernel_name(fn) + str(specialization) + str(binder_options)  # what JITFunction.run keys its cache by
         names = [p.name for p in params]
         signature, divisible, ones = {}, [], []
@@ -218,6 +254,32 @@ class LaunchRecorder:
                 seen.add(entry.key)
                 firsts.append(entry)
         return firsts
+
+
+class StubKernel:
+    """Stands in for a compiled kernel while a stub recorder runs: its launcher takes the arguments and does nothing.
+    `key` is the JIT's cache key it was made for, `options` the launch's (num_warps, num_stages)."""
+
+    def __init__(self, key: str, options: tuple[int, int]) -> None:
+        self.key = key
+        self.options = options
+        self.function = None
+        self.packed_metadata = None
+
+    @staticmethod
+    def _run(*launch_args: Any) -> None:
+        return None
+
+    def verify(self, fn: Any, arch: int, args: Sequence[Any], constexprs: dict[str, Any], full: tuple) -> None:
+        """Raise unless Triton's binder gives these arguments this kernel and the launcher argument list `full`."""
+        binder, _, _ = _binder(fn, arch)
+        bound, specialization, options = binder(*args, **constexprs, **launch_options(*self.options))
+        key = compute_cache_key({}, specialization, options)
+        if key != self.key:
+            raise AssertionError(f"direct launch reused kernel {self.key} for arguments the JIT keys as {key}")
+        expected = tuple(bound.values())
+        if len(expected) != len(full) or any(a is not b and a != b for a, b in zip(expected, full, strict=True)):
+            raise AssertionError(f"direct launch passed {full} where the JIT passes {expected}")
 
 
 def _pack(fn: Any, backend: Any, options: dict, bound: dict, specialization: list, binder_options: dict) -> tuple:

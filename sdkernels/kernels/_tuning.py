@@ -12,7 +12,7 @@ import triton
 
 from sdkernels._dispatch import INTERPRET, recording
 from sdkernels._versions import autotuner_skips_single_config
-from sdkernels.kernels._launch import launch
+from sdkernels.kernels._launch import clear_signature_caches, launch
 
 ConfigFilter = Callable[[list[triton.Config], dict[str, Any]], list[triton.Config]]
 
@@ -128,6 +128,7 @@ def set_autotune(enabled: bool) -> None:
     the table's first config. Off by default: it multiplies the compiles before the first image."""
     global _autotune_enabled
     _autotune_enabled = bool(enabled)
+    clear_signature_caches()  # direct calls were made for the other setting
 
 
 @dataclass(frozen=True)
@@ -145,13 +146,13 @@ class Plan:
 
 def launch_plan(
     plan: Plan, grid: tuple[int, ...], args: Any, device: Any, tuned_grid: Callable[[dict], tuple] | None = None
-) -> None:
-    """Launch (or record) a plan; with opt-in autotuning on a GPU, hand the call to Triton's autotuner instead,
-    whose `tuned_grid(config)` gives the grid of each candidate."""
+) -> Any:
+    """Launch (or record) a plan and return the compiled kernel (see `launch`); with opt-in autotuning on a GPU,
+    hand the call to Triton's autotuner instead, whose `tuned_grid(config)` gives the grid of each candidate."""
     if tuned_grid is not None and _autotune_enabled and device.type == "cuda" and not recording():
         plan.tuned[tuned_grid](*args, **plan.given)
-        return
-    launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, device)
+        return None
+    return launch(plan.fn, grid, args, plan.constexprs, plan.num_warps, plan.num_stages, device)
 
 
 def first_config_plan(tuned: Any, named_args: dict[str, Any], constexprs: dict[str, Any]) -> Plan:

@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from sdkernels._dispatch import poison
-from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn, launch_plan
+from sdkernels.kernels._direct import LaunchSite, empty_output
+from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
 from sdkernels.kernels.arch import arch_of
 from sdkernels.kernels.attention_configs import (
     DV_SPLIT_CONFIGS,
@@ -360,7 +360,65 @@ def _plan(
     return plan
 
 
-_calls: dict[tuple, tuple[Plan, tuple[int, int, int], tuple]] = {}
+class AttentionCall:
+    """Everything about a call that follows from its signature (shapes, strides, dtypes, scale, bias layout): the
+    output's layout and the launch site with its grid and integer arguments. A repeated call only allocates the
+    output and launches."""
+
+    __slots__ = ("out_shape", "out_strides", "ints", "site")
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor | None):
+        batch, heads, lq, head_dim = q.shape
+        lk = k.shape[2]
+        self.out_shape = (batch, heads, lq, head_dim)
+        self.out_strides = (lq * heads * head_dim, head_dim, heads * head_dim, 1)  # (B, Lq, H, D) memory
+        out = torch.empty_strided(self.out_shape, self.out_strides, dtype=q.dtype, device="meta")
+        bias_strides = (0, 0, 0, 0) if bias is None else bias.stride()
+        qkvo_strides = [*_outer_strides(q), *_outer_strides(k), *_outer_strides(v), *_outer_strides(out)]
+        unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
+        qkvo_strides = [s // unit for s in qkvo_strides]
+        self.ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], heads, lq, lk, scale * _LOG2E)
+        tensors = (q, k, v, q if bias is None else bias, out)
+        kind = "none" if bias is None else bias_kind(bias)
+        plan = _plan(q, head_dim, kind, lk, unit, tensors, self.ints, arch_of(q.device))
+        programs_m = -(-lq // plan.constexprs["BLOCK_M"])
+        if "DV_CHUNK" in plan.constexprs:
+            programs_m *= -(-head_dim // plan.constexprs["DV_CHUNK"])
+        grid = (programs_m * heads * batch,)  # 1-D: batch·heads may pass grid y/z's 65,535
+        self.site = LaunchSite(plan, grid, (*tensors, *self.ints), _tuned_grid(lq, head_dim, heads, batch))
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """`bias`: None or the bias broadcast to (B, H, Lq, Lk) (stride 0 on broadcast dims), as at creation."""
+        out = empty_output(self.out_shape, self.out_strides, q)
+        self.site((q, k, v, q if bias is None else bias, out, *self.ints), q.device)  # q stands in for no bias
+        return out
+
+
+_calls: dict[tuple, AttentionCall] = {}
+
+
+def attention_call(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor | None
+) -> AttentionCall | None:
+    """The cached call for this signature, or None when the inputs must first be copied (a head dim not laid out
+    with unit stride) or are empty. `bias`: None or already broadcast to (B, H, Lq, Lk)."""
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1 or q.numel() == 0:
+        return None
+    key = (
+        q.shape,
+        q.stride(),
+        k.shape,
+        k.stride(),
+        v.stride(),
+        q.dtype,
+        None if bias is None else (bias.shape, bias.stride()),
+        scale,
+        arch_of(q.device),
+    )
+    call = _calls.get(key)
+    if call is None:
+        call = _calls[key] = AttentionCall(q, k, v, scale, bias)
+    return call
 
 
 def attention(
@@ -369,33 +427,13 @@ def attention(
     """softmax(q kᵀ·scale + attn_bias) v. q: (B, H, Lq, D), k/v: (B, H, Lk, D), D % 8 == 0 and D ≤ 512 (checked by
     sdkernels.ops); attn_bias: None or 4-D, broadcastable to (B, H, Lq, Lk), any float dtype, read with stride 0 on
     broadcast dims. Returns (B, H, Lq, D) in q's dtype with the (B, Lq, H, D) memory layout."""
+    batch, heads, lq, head_dim = q.shape
+    if batch * heads * lq * head_dim == 0:
+        return empty_output(q.shape, (lq * heads * head_dim, head_dim, heads * head_dim, 1), q)
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
-    batch, heads, lq, head_dim = q.shape
-    out = poison(torch.empty(batch, lq, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2))
-    if batch * heads * lq * head_dim == 0:
-        return out
-    # Everything but the pointers follows from the call's signature: cached per signature.
-    key = (
-        q.shape,
-        q.stride(),
-        k.shape,
-        k.stride(),
-        v.stride(),
-        q.dtype,
-        None if attn_bias is None else (attn_bias.shape, attn_bias.stride()),
-        scale,
-        arch_of(q.device),
-    )
-    call = _calls.get(key)
-    if call is None:
-        call = _calls[key] = _prepare(q, k, v, out, scale, attn_bias)
-    plan, grid, ints = call
-    # (q stands in for a missing bias pointer; never read). A bias is passed as its broadcast view: stride 0 on
-    # broadcast dims, the strides the kernel reads it with.
-    bias = q if attn_bias is None else attn_bias.expand(batch, heads, lq, k.shape[2])
-    launch_plan(plan, grid, (q, k, v, bias, out, *ints), q.device, _tuned_grid(lq, head_dim, heads, batch))
-    return out
+    bias = None if attn_bias is None else attn_bias.expand(batch, heads, lq, k.shape[2])
+    return attention_call(q, k, v, scale, bias)(q, k, v, bias)  # type: ignore[misc]
 
 
 def _tuned_grid(lq: int, head_dim: int, heads: int, batch: int):
@@ -404,33 +442,6 @@ def _tuned_grid(lq: int, head_dim: int, heads: int, batch: int):
         return (-(-lq // meta["BLOCK_M"]) * chunks * heads * batch, 1, 1)
 
     return grid
-
-
-def _prepare(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    scale: float,
-    attn_bias: torch.Tensor | None,
-) -> tuple[Plan, tuple[int, int, int], tuple]:
-    """(plan, grid, integer arguments) of a call signature."""
-    batch, heads, lq, head_dim = q.shape
-    lk = k.shape[2]
-    bias = None if attn_bias is None else attn_bias.expand(batch, heads, lq, lk)  # broadcast dims get stride 0
-    bias_strides = (0, 0, 0, 0) if bias is None else bias.stride()
-    qkvo_strides = [*_outer_strides(q), *_outer_strides(k), *_outer_strides(v), *_outer_strides(out)]
-    unit = 8 if all(s % 8 == 0 for s in qkvo_strides) else 1
-    qkvo_strides = [s // unit for s in qkvo_strides]
-    ints = (*qkvo_strides[:9], *bias_strides, *qkvo_strides[9:], heads, lq, lk, scale * _LOG2E)
-    tensors = (q, k, v, q if bias is None else bias, out)
-    kind = "none" if bias is None else bias_kind(bias)
-    plan = _plan(q, head_dim, kind, lk, unit, tensors, ints, arch_of(q.device))
-    block_m = plan.constexprs["BLOCK_M"]
-    programs_m = -(-lq // block_m)
-    if "DV_CHUNK" in plan.constexprs:
-        programs_m *= -(-head_dim // plan.constexprs["DV_CHUNK"])
-    return plan, (programs_m * heads * batch, 1, 1), ints  # 1-D: batch·heads may pass grid y/z's 65,535
 
 
 def aot_specs() -> list[AotSpec]:

@@ -8,13 +8,15 @@ never written to memory: only the (M, inner) result is stored, rounded once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
-from sdkernels._dispatch import poison
 from sdkernels.kernels import arch
-from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn, launch_plan
+from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn
 from sdkernels.kernels.gelu_gate import gelu_erf, rows_view
 
 Tensor = torch.Tensor
@@ -128,44 +130,78 @@ _geglu_low_precision = autotune(ALL_ARCH_CONFIGS + SM90_CONFIGS, key=_TUNE_KEY, 
 _geglu_fp32 = autotune(FP32_CONFIGS, key=_TUNE_KEY)(_geglu_kernel)
 
 
+class GegluCall:
+    """Everything about a call that follows from its signature: output shape, plan, grid and integer arguments.
+    Made for an x whose leading dims flatten into one row stride and a unit-stride bias (or none)."""
+
+    __slots__ = ("out_shape", "out_strides", "ints", "site")
+
+    def __init__(self, x: Tensor, weight: Tensor, bias: Tensor | None, x_row_stride: int) -> None:
+        dim, inner = x.shape[-1], weight.shape[0] // 2
+        tokens = math.prod(x.shape[:-1])
+        self.out_shape = (*x.shape[:-1], inner)
+        self.out_strides = contiguous_strides(self.out_shape)
+        self.ints = (tokens, inner, dim, x_row_stride, weight.stride(0), weight.stride(1), inner)
+        has_bias = bias is not None
+        key = (arch.arch_of(x.device), x.dtype, has_bias)
+        plan = _plans.get(key)
+        if plan is None:
+            fp32 = x.dtype == torch.float32
+            named = {"x_ptr": x, "M": tokens, "N": inner, "K": dim}
+            constexprs = {"HAS_BIAS": has_bias, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
+            plan = _plans[key] = first_config_plan(_geglu_fp32 if fp32 else _geglu_low_precision, named, constexprs)
+        block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
+        grid = (-(-tokens // block_m) * -(-inner // block_n),)
+        tuned_grid = lambda m: (-(-tokens // m["BLOCK_M"]) * -(-inner // m["BLOCK_N"]),)  # noqa: E731
+        self.site = LaunchSite(plan, grid, (x, weight, weight if bias is None else bias, x, *self.ints), tuned_grid)
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        out = empty_output(self.out_shape, self.out_strides, x)
+        self.site((x, weight, weight if bias is None else bias, out, *self.ints), x.device)
+        return out
+
+
+_calls: dict[tuple, GegluCall | None] = {}
+
+
+def geglu_call(x: Tensor, weight: Tensor, bias: Tensor | None) -> GegluCall | None:
+    """The cached call for this signature, or None when x has no (rows, dim) view with unit last stride, the bias
+    is strided or the output is empty (then `geglu` copies or returns early)."""
+    key = (x.shape, x.stride(), weight.shape, weight.stride(), None if bias is None else bias.stride(), x.dtype)
+    call = _calls.get(key, _MISSING)
+    if call is _MISSING:
+        call = _calls[key] = _make_call(x, weight, bias)
+    return call
+
+
+def _make_call(x: Tensor, weight: Tensor, bias: Tensor | None) -> GegluCall | None:
+    tokens = math.prod(x.shape[:-1])
+    if tokens == 0 or weight.shape[0] == 0 or (bias is not None and bias.stride(0) != 1):
+        return None  # nothing to compute, or a bias to copy first
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        return None
+    try:
+        rows = x.view(tokens, x.shape[-1])  # the leading dims merge into one row stride, or there is no view
+    except RuntimeError:
+        return None
+    return GegluCall(x, weight, bias, rows.stride(0))
+
+
+_MISSING: object = object()
+
+
 def geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x (..., dim), weight (2*inner, dim) = [value rows; gate rows], bias (2*inner,) or None -> (..., inner)."""
-    dim = x.shape[-1]
-    inner = weight.shape[0] // 2
-    out = poison(torch.empty(*x.shape[:-1], inner, dtype=x.dtype, device=x.device))
-    if out.numel() == 0:
-        return out
-    x2 = rows_view(x, "geglu", "x")
-    tokens = x2.shape[0]
-    out2 = out.view(tokens, inner)
     if bias is not None and bias.stride(0) != 1:
         bias = bias.contiguous()  # a (2*inner,) vector: cheaper to copy than to carry a stride through the kernel
-
-    has_bias = bias is not None
-    key = (arch.arch_of(x.device), x.dtype, has_bias)
-    plan = _plans.get(key)
-    if plan is None:
-        fp32 = x.dtype == torch.float32
-        named = {"x_ptr": x2, "M": tokens, "N": inner, "K": dim}
-        constexprs = {"HAS_BIAS": has_bias, "DOT_PRECISION": "ieee" if fp32 else "tf32"}
-        plan = _plans[key] = first_config_plan(_geglu_fp32 if fp32 else _geglu_low_precision, named, constexprs)
-    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
-    grid = (((tokens + block_m - 1) // block_m) * ((inner + block_n - 1) // block_n),)
-    args = (
-        x2,
-        weight,
-        weight if bias is None else bias,
-        out2,
-        tokens,
-        inner,
-        dim,
-        x2.stride(0),
-        weight.stride(0),
-        weight.stride(1),
-        out2.stride(0),
-    )
-    launch_plan(plan, grid, args, x.device, lambda m: (-(-tokens // m["BLOCK_M"]) * -(-inner // m["BLOCK_N"]),))
-    return out
+    call = geglu_call(x, weight, bias)
+    if call is not None:
+        return call(x, weight, bias)
+    out_shape = (*x.shape[:-1], weight.shape[0] // 2)
+    if math.prod(out_shape) == 0:
+        return empty_output(out_shape, contiguous_strides(out_shape), x)
+    x2 = rows_view(x, "geglu", "x")  # a copy (counted): x had no (rows, dim) view
+    return geglu_call(x2, weight, bias)(x2, weight, bias).view(out_shape)  # type: ignore[misc]
 
 
 _plans: dict[tuple, Plan] = {}

@@ -13,8 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn, launch_plan
+from sdkernels._dispatch import note_fallback
+from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn
 
 Tensor = torch.Tensor
 
@@ -142,25 +143,68 @@ def _gelu_gate_kernel(h_ptr, out_ptr, M, N, stride_hm, stride_om, BLOCK_M: tl.co
     tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+class GeluGateCall:
+    """Everything about a call that follows from its signature: output shape, plan, grid and integer arguments.
+    Made for an h whose leading dims flatten into one row stride."""
+
+    __slots__ = ("out_shape", "out_strides", "ints", "site")
+
+    def __init__(self, h: Tensor, h_row_stride: int) -> None:
+        inner = h.shape[-1] // 2
+        rows = math.prod(h.shape[:-1])
+        self.out_shape = (*h.shape[:-1], inner)
+        self.out_strides = contiguous_strides(self.out_shape)
+        self.ints = (rows, inner, h_row_stride, inner)
+        key = (h.dtype, inner if inner < 1024 else 1024)  # the table's choice depends on the row width up to 1024
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _plans[key] = first_config_plan(_gelu_gate_kernel, {"h_ptr": h, "M": rows, "N": inner}, {})
+        block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
+        grid = (-(-rows // block_m), -(-inner // block_n))
+        tuned_grid = lambda m: (-(-rows // m["BLOCK_M"]), -(-inner // m["BLOCK_N"]))  # noqa: E731
+        self.site = LaunchSite(plan, grid, (h, h, *self.ints), tuned_grid)
+
+    def __call__(self, h: Tensor) -> Tensor:
+        out = empty_output(self.out_shape, self.out_strides, h)
+        self.site((h, out, *self.ints), h.device)
+        return out
+
+
+_calls: dict[tuple, GeluGateCall | None] = {}
+_MISSING: object = object()
+
+
+def gelu_gate_call(h: Tensor) -> GeluGateCall | None:
+    """The cached call for this signature, or None when h has no (rows, 2*inner) view with unit last stride or the
+    output is empty (then `gelu_gate` copies or returns early)."""
+    key = (h.shape, h.stride(), h.dtype)
+    call = _calls.get(key, _MISSING)
+    if call is _MISSING:
+        call = _calls[key] = _make_call(h)
+    return call  # type: ignore[return-value]
+
+
+def _make_call(h: Tensor) -> GeluGateCall | None:
+    rows, width = math.prod(h.shape[:-1]), h.shape[-1]
+    if rows == 0 or width == 0 or (h.stride(-1) != 1 and width > 1):
+        return None
+    try:
+        row_stride = h.view(rows, width).stride(0)
+    except RuntimeError:  # leading dims that cannot merge into one stride
+        return None
+    return GeluGateCall(h, row_stride)
+
+
 def gelu_gate(h: Tensor) -> Tensor:
     """h (..., 2*inner) -> (..., inner) = h[..., :inner] * gelu(h[..., inner:]), in h's dtype."""
-    inner = h.shape[-1] // 2
-    out = poison(torch.empty(*h.shape[:-1], inner, dtype=h.dtype, device=h.device))
-    if out.numel() == 0:
-        return out
-    h2 = rows_view(h, "gelu_gate", "h")
-    rows = h2.shape[0]
-    out2 = out.view(rows, inner)
-
-    key = (h.dtype, inner if inner < 1024 else 1024)  # the table's choice depends on the row width up to 1024
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = first_config_plan(_gelu_gate_kernel, {"h_ptr": h2, "M": rows, "N": inner}, {})
-    block_m, block_n = plan.constexprs["BLOCK_M"], plan.constexprs["BLOCK_N"]
-    grid = ((rows + block_m - 1) // block_m, (inner + block_n - 1) // block_n)
-    args = (h2, out2, rows, inner, h2.stride(0), out2.stride(0))
-    launch_plan(plan, grid, args, h.device, lambda m: (-(-rows // m["BLOCK_M"]), -(-inner // m["BLOCK_N"])))
-    return out
+    call = gelu_gate_call(h)
+    if call is not None:
+        return call(h)
+    out_shape = (*h.shape[:-1], h.shape[-1] // 2)
+    if math.prod(out_shape) == 0:
+        return empty_output(out_shape, contiguous_strides(out_shape), h)
+    h2 = rows_view(h, "gelu_gate", "h")  # a copy (counted): h had no (rows, 2*inner) view
+    return gelu_gate_call(h2)(h2).view(out_shape)  # type: ignore[misc]
 
 
 _plans: dict[tuple, Plan] = {}

@@ -1,5 +1,6 @@
 """Fused GroupNorm (+ a per-(sample, channel) add) (+ SiLU), NCHW and channels_last read in place: launch policy,
-launcher and the shipped configs. The Triton kernels are in sdkernels/kernels/group_norm_kernels.py.
+launcher and the shipped configs. The Triton kernels are in sdkernels/kernels/group_norm_kernels.py
+(fused) and group_norm_split_kernels.py (split pass), their tiles in group_norm_tiles.py.
 
 x is viewed as (N, C, S), S = the flattened spatial dims. Statistics are fp32 on h - pivot (the group's first
 element, so |mean| >> std loses nothing), centred two-pass per tile, merged with Chan's (count, mean, M2) formula.
@@ -15,7 +16,6 @@ Three paths:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +24,13 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
+from sdkernels.kernels._direct import LaunchSite
 from sdkernels.kernels._launch import runtime_arg_names
-from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, launch_plan
+from sdkernels.kernels._tuning import Plan, first_config_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
-from sdkernels.kernels.group_norm_kernels import (
-    group_norm_apply_kernel,
-    group_norm_fused_kernel,
-    group_norm_partials_kernel,
-)
+from sdkernels.kernels.group_norm_kernels import group_norm_fused_kernel
+from sdkernels.kernels.group_norm_split_kernels import group_norm_apply_kernel, group_norm_partials_kernel
+from sdkernels.kernels.group_norm_tiles import pow2
 
 Tensor = torch.Tensor
 
@@ -39,7 +38,7 @@ Tensor = torch.Tensor
 PROGRAMS_PER_SM = 4  # split until there are about this many programs per SM
 MIN_ELEMENTS_PER_PROGRAM = 8192  # smaller chunks cost a second launch and more than they parallelise
 CHUNK_ALIGN = 2048  # split chunks start at multiples of this many positions: aligned, whole tiles (BLOCK_S | 2048)
-MAX_SPLIT = 1024  # kernel 2 merges a group's partials as one vector of next_pow2(SPLIT) lanes
+MAX_SPLIT = 1024  # kernel 2 merges a group's partials as one vector of nextpow2(SPLIT) lanes
 DEFAULT_SM_COUNT = 132  # H100; used off CUDA (the interpreter) for the split decision
 FORCE_SPLIT: int | None = None  # tests: split every group into about this many chunks (aligned to 16)
 
@@ -79,10 +78,6 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length() if n > 1 else 1
-
-
 def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int:
     """Bound (a power of two) on the consecutive groups of a sample that one fused program normalises; the kernel
     takes as many as its tile holds (GROUPS_PER_PROGRAM). With a GPU (sm_count) halved until the grid has
@@ -90,7 +85,7 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
     after another, ~10 ms of Python each) only the number of groups bounds it."""
     if FORCE_GROUPS_PER_PROGRAM is not None:
         return FORCE_GROUPS_PER_PROGRAM
-    bound = _pow2(groups)
+    bound = pow2(groups)
     while sm_count is not None and bound > 1 and batch * _cdiv(groups, bound) < MIN_PROGRAMS_PER_SM * sm_count:
         bound //= 2
     return bound
@@ -100,8 +95,7 @@ def max_groups_per_program(batch: int, groups: int, sm_count: int | None) -> int
 @dataclass(frozen=True)
 class _Launches:
     """Everything about a call that follows from its signature (shapes, strides, dtype, options): the kernels'
-    plans, grids and integer arguments, and where each pointer argument comes from. Cached per signature, so a
-    repeated call only allocates the output and launches."""
+    plans, grids and integer arguments, and where each pointer argument comes from."""
 
     steps: tuple[tuple[Plan, tuple[int, ...], tuple[Any, ...]], ...]  # (plan, grid, args with _SLOT placeholders)
     partials_shape: tuple[int, ...] | None  # the split path's (2, N*G, SPLIT) fp32 scratch
@@ -116,18 +110,64 @@ class _Slot(int):
     """Marks an argument position that takes the per-call tensor number `int(self)`."""
 
 
-_cache: dict[tuple, _Launches | None] = {}
+class GroupNormCall:
+    """A call signature's launches as launch sites: a repeated call only allocates the output (and the split path's
+    scratch), fills the pointer arguments and launches."""
+
+    __slots__ = ("steps", "partials_shape", "contiguous_out")
+
+    def __init__(self, launches: _Launches, x: Tensor, batch: int, groups: int) -> None:
+        self.partials_shape = launches.partials_shape
+        self.contiguous_out = launches.contiguous_out
+        steps = []
+        for plan, grid, template in launches.steps:
+            slots = tuple((i, int(a)) for i, a in enumerate(template) if type(a) is _Slot)
+            args = [x if type(a) is _Slot else a for a in template]
+            steps.append((LaunchSite(plan, grid, args, _tuned_grid(plan, grid, batch, groups)), list(args), slots))
+        self.steps = tuple(steps)
+
+    def __call__(
+        self, x: Tensor, weight: Tensor | None, bias: Tensor | None, add: Tensor | None, out: Tensor | None = None
+    ) -> Tensor:
+        if out is None:
+            out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if self.contiguous_out else torch.empty_like(x)
+            poison(out)
+        partials = None
+        if self.partials_shape is not None:
+            partials = torch.empty(self.partials_shape, dtype=torch.float32, device=x.device)
+        tensors = (x, out, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
+        tensors += (partials,)
+        device = x.device
+        for site, template, slots in self.steps:
+            args = template.copy()
+            for position, slot in slots:
+                args[position] = tensors[slot]
+            site(args, device)
+        return out
 
 
-def group_norm_silu(
+def policy() -> tuple:
+    """The policy knobs (tests pin them): a changed policy must not reuse a plan made under another."""
+    return (
+        FORCE_SPLIT,
+        FORCE_GROUPS_PER_PROGRAM,
+        MIN_ELEMENTS_PER_PROGRAM,
+        CHUNK_ALIGN,
+        DEFAULT_SM_COUNT,
+        PACK_NCHW_WHEN_INTERPRETED,
+    )
+
+
+_cache: dict[tuple, GroupNormCall | None] = {}
+
+
+def group_norm_call(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
-) -> Tensor:
-    """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
-    Returns an output with x's dtype and memory format."""
-    if weight is not None and weight.stride(0) != 1:
-        weight = weight.contiguous()  # (C,): tiny
-    if bias is not None and bias.stride(0) != 1:
-        bias = bias.contiguous()
+) -> GroupNormCall | None:
+    """The cached call for this signature, or None when the call takes the general path (empty input, 2**31-element
+    samples, spatial dims that need a copy, an output layout that cannot be flattened, strided weight or bias)."""
+    if (weight is not None and weight.stride(0) != 1) or (bias is not None and bias.stride(0) != 1):
+        return None
     key = (
         x.shape,
         x.stride(),
@@ -140,38 +180,28 @@ def group_norm_silu(
         eps,
         silu,
         recorded_arch(),
-        # the policy knobs (tests pin them): a changed policy must not reuse a plan made under another
-        (
-            FORCE_SPLIT,
-            FORCE_GROUPS_PER_PROGRAM,
-            MIN_ELEMENTS_PER_PROGRAM,
-            CHUNK_ALIGN,
-            DEFAULT_SM_COUNT,
-            PACK_NCHW_WHEN_INTERPRETED,
-        ),
+        policy(),
     )
-    launches = _cache.get(key, _MISSING)
-    if launches is _MISSING:
-        launches = _cache[key] = _prepare(x, num_groups, weight, bias, eps, silu, add)
-    if launches is None:  # empty, or a layout the plan cannot describe: the general (slow) path
+    call = _cache.get(key, _MISSING)
+    if call is _MISSING:
+        launches = _prepare(x, num_groups, weight, bias, eps, silu, add)
+        call = _cache[key] = None if launches is None else GroupNormCall(launches, x, x.shape[0], num_groups)
+    return call
+
+
+def group_norm_silu(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> Tensor:
+    """SiLU(GroupNorm(x + add[:, :, None, ...])) (SiLU only when `silu`); inputs already checked by sdkernels.ops.
+    Returns an output with x's dtype and memory format."""
+    if weight is not None and weight.stride(0) != 1:
+        weight = weight.contiguous()  # (C,): tiny
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
+    call = group_norm_call(x, num_groups, weight, bias, eps, silu, add)
+    if call is None:  # empty, or a layout the plan cannot describe: the general (slow) path
         return _general(x, num_groups, weight, bias, eps, silu, add)
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if launches.contiguous_out else torch.empty_like(x)
-    poison(out)
-    partials = None
-    if launches.partials_shape is not None:
-        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
-    tensors = (
-        x,
-        out,
-        x if weight is None else weight,
-        x if bias is None else bias,
-        x if add is None else add,
-        partials,
-    )
-    for plan, grid, template in launches.steps:
-        args = [tensors[a] if type(a) is _Slot else a for a in template]
-        launch_plan(plan, grid, args, x.device, _tuned_grid(plan, grid, x.shape[0], num_groups))
-    return out
+    return call(x, weight, bias, add)
 
 
 def _tuned_grid(plan: Plan, grid: tuple[int, ...], batch: int, groups: int):
@@ -270,61 +300,7 @@ def _general(
     launches = _plan_launches(
         x, target, _ncs_strides(x), _ncs_strides(target), num_groups, weight, bias, eps, silu, add, False
     )
-    partials = None
-    if launches.partials_shape is not None:
-        partials = torch.empty(launches.partials_shape, dtype=torch.float32, device=x.device)
-    tensors = (x, target, x if weight is None else weight, x if bias is None else bias, x if add is None else add)
-    for plan, grid, template in launches.steps:
-        args = [(*tensors, partials)[a] if type(a) is _Slot else a for a in template]
-        launch_plan(plan, grid, args, x.device)
+    GroupNormCall(launches, x, x.shape[0], num_groups)(x, weight, bias, add, out=target)
     if target is not out:
         out.copy_(target)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- AOT compile specs
-# Representative SD shapes per layout, chosen to reach every kernel variant a default run compiles: NCHW's fused
-# loop over long rows (32x32 latents and up) and short rows (8x8), and the split kernels (VAE decoder at 256x256);
-# channels_last's one-tile (one and several groups per program), loop and split paths.
-AOT_SHAPES = {
-    "nchw": [(2, 1280, 32, 32), (2, 1280, 8, 8), (1, 128, 256, 256)],
-    "channels_last": [(2, 1280, 8, 8), (2, 320, 8, 8), (2, 320, 24, 24), (1, 128, 256, 256)],
-}
-
-
-def aot_specs() -> list[AotSpec]:
-    """Every kernel variant the launcher ships by default, as the launch recorder sees it on sm_90 at SD shapes
-    (AOT_SHAPES) in fp16/bf16/fp32, weight, bias, add and SiLU on: signature, JIT specialisation, constexprs and
-    launch options exactly as launched. (Opt-in autotuning may also try the other TILE_CONFIGS on channels_last.)"""
-    from sdkernels.kernels._launch import LaunchRecorder
-
-    specs: list[AotSpec] = []
-    for dtype, layout in itertools.product((torch.float16, torch.bfloat16, torch.float32), AOT_SHAPES):
-        with LaunchRecorder(arch=90) as recorder:
-            for shape in AOT_SHAPES[layout]:
-                memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-                x = torch.empty(shape, dtype=dtype, device="meta", memory_format=memory_format)
-                weight = torch.empty(shape[1], dtype=dtype, device="meta")
-                add = torch.empty(shape[:2], dtype=dtype, device="meta")
-                group_norm_silu(x, 32, weight, weight, 1e-5, True, add)
-        for launch in recorder.compiles():
-            tiles = launch.constexprs
-            variant = f"{launch.kernel.rsplit('.', 1)[-1]} {layout} {str(dtype)[6:]} tile{tiles['TILE']} "
-            variant += f"{tiles['BLOCK_C']}x{tiles['BLOCK_S']}"
-            if tiles.get("ONE_TILE"):
-                variant += f" one-tile x{tiles['GROUPS_PER_PROGRAM']}"
-            specs.append(
-                AotSpec(
-                    kernel="group_norm_silu",
-                    variant=variant,
-                    fn=launch.fn,
-                    signature={n: "i32" if n in launch.equal_to_1 else t for n, t in launch.signature.items()},
-                    constexprs=dict(launch.constexprs),
-                    num_warps=launch.num_warps,
-                    num_stages=launch.num_stages,
-                    uses_dot=False,
-                    divisible_by_16=launch.divisible_by_16,
-                    equal_to_1=launch.equal_to_1,
-                )
-            )
-    return specs

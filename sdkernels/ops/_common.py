@@ -4,10 +4,12 @@ differentiates the PyTorch reference."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from sdkernels._dispatch import interpreter_bf16_problem, note_fallback, recording, use_triton
+from sdkernels.kernels._direct import direct_allowed
 
 Tensor = torch.Tensor
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -62,6 +64,23 @@ def run_directly(first: Tensor, *others: Tensor | None) -> bool:
     ):
         return True
     return recording()
+
+
+def remembered(cache: dict, signature: Callable[..., tuple], *args: object) -> Any:
+    """The direct call remembered for these arguments' signature, or None (also when an argument is not a tensor:
+    the checks then name the problem). Never while torch.compile traces: the lookup would guard on exact shapes."""
+    if torch.compiler.is_compiling():
+        return None
+    try:
+        return cache.get(signature(*args))
+    except (AttributeError, TypeError):
+        return None
+
+
+def may_remember(device: torch.device, dtype: torch.dtype) -> bool:
+    """After an eager call passed its checks: may the op remember it as a direct call for its signature (a kernel
+    dtype, on a GPU with the default configs, or under a stub recorder; see sdkernels/kernels/_direct.py)."""
+    return dtype in KERNEL_DTYPES and direct_allowed(device)
 
 
 def kernel_ok(op: str, device: torch.device, dtype: torch.dtype) -> bool:

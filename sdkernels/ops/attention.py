@@ -8,6 +8,8 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback
+from sdkernels.kernels import attention as kernels
+from sdkernels.kernels._launch import signature_cache
 from sdkernels.ops._common import (
     MAX_HEAD_DIM,
     Tensor,
@@ -15,7 +17,9 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
+    may_remember,
     register_reference_backward,
+    remembered,
     run_directly,
 )
 
@@ -63,11 +67,18 @@ def _attention_impl(q: Tensor, k: Tensor, v: Tensor, scale: float, attn_bias: Te
     if kernel_ok("attention", q.device, q.dtype):
         problem = attention_kernel_problem(q, attn_bias)
         if problem is None:
-            from sdkernels.kernels.attention import attention as kernel
-
-            return kernel(q, k, v, scale, attn_bias)
+            return kernels.attention(q, k, v, scale, attn_bias)
         note_fallback("attention", problem)
     return reference.attention(q, k, v, scale, attn_bias)
+
+
+# Checked eager calls without a bias, by signature: a repeat skips the checks and plans (sdkernels/kernels/_direct.py).
+_direct_calls: dict[tuple, kernels.AttentionCall] = signature_cache()
+
+
+def _signature(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> tuple:
+    return (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
+            k.device, v.device, scale)  # fmt: skip
 
 
 @torch.library.custom_op("sdkernels::attention", mutates_args=())
@@ -90,11 +101,20 @@ def attention(
     to 1/sqrt(D). attn_bias: additive float bias broadcastable to (B, H, Lq, Lk). Returns (B, H, Lq, D) in q's
     dtype, laid out as (B, Lq, H, D) so `out.transpose(1, 2).reshape(B, Lq, H * D)` is free.
     """
+    if attn_bias is None:
+        call = remembered(_direct_calls, _signature, q, k, v, scale)
+        if call is not None and run_directly(q, k, v):
+            return call(q, k, v, None)
     _check_attention(q, k, v, attn_bias)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    given_scale, scale = scale, 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if attn_bias is not None and attn_bias.dim() < 4:
         attn_bias = attn_bias.reshape((1,) * (4 - attn_bias.dim()) + tuple(attn_bias.shape))
     if run_directly(q, k, v, attn_bias):  # eager inference: skip the dispatcher, same implementation
+        if attn_bias is None and may_remember(q.device, q.dtype) and attention_kernel_problem(q, None) is None:
+            call = kernels.attention_call(q, k, v, scale, None)
+            if call is not None:
+                _direct_calls[_signature(q, k, v, given_scale)] = call
+                return call(q, k, v, None)
         return _attention_impl(q, k, v, scale, attn_bias)
     return torch.ops.sdkernels.attention(q, k, v, scale, attn_bias)
 

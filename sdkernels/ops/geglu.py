@@ -6,13 +6,18 @@ from __future__ import annotations
 import torch
 
 from sdkernels import reference
+from sdkernels.kernels import geglu as geglu_kernels
+from sdkernels.kernels import gelu_gate as gate_kernels
+from sdkernels.kernels._launch import signature_cache
 from sdkernels.ops._common import (
     Tensor,
     check,
     check_float_tensors,
     check_same_device,
     kernel_ok,
+    may_remember,
     register_reference_backward,
+    remembered,
     run_directly,
 )
 
@@ -50,10 +55,23 @@ def _check_geglu(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
 
 def _geglu_impl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if kernel_ok("geglu", x.device, x.dtype):
-        from sdkernels.kernels.geglu import geglu as kernel
-
-        return kernel(x, weight, bias)
+        return geglu_kernels.geglu(x, weight, bias)
     return reference.geglu(x, weight, bias)
+
+
+# Checked eager calls by signature: a repeat skips the checks and plans (sdkernels/kernels/_direct.py).
+_direct_geglu: dict[tuple, geglu_kernels.GegluCall] = signature_cache()
+_direct_gelu_gate: dict[tuple, gate_kernels.GeluGateCall] = signature_cache()
+
+
+def _gate_signature(h: Tensor) -> tuple:
+    return (h.shape, h.stride(), h.dtype, h.device)
+
+
+def _geglu_signature(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
+    bias_signature = None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device)
+    return (x.shape, x.stride(), weight.shape, weight.stride(), x.dtype, weight.dtype, x.device, weight.device,
+            bias_signature)  # fmt: skip
 
 
 @torch.library.custom_op("sdkernels::geglu", mutates_args=())
@@ -72,17 +90,23 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     weight is (2*inner, dim) as diffusers' `GEGLU.proj` stores it: rows [0, inner) are the value, rows
     [inner, 2*inner) the gate. x is (..., dim); returns (..., inner) in x's dtype.
     """
+    call = remembered(_direct_geglu, _geglu_signature, x, weight, bias)
+    if call is not None and run_directly(x, weight, bias):
+        return call(x, weight, bias)
     _check_geglu(x, weight, bias)
     if run_directly(x, weight, bias):  # eager inference: skip the dispatcher, same implementation
+        if may_remember(x.device, x.dtype):
+            call = geglu_kernels.geglu_call(x, weight, bias)
+            if call is not None:
+                _direct_geglu[_geglu_signature(x, weight, bias)] = call
+                return call(x, weight, bias)
         return _geglu_impl(x, weight, bias)
     return torch.ops.sdkernels.geglu(x, weight, bias)
 
 
 def _gelu_gate_impl(h: Tensor) -> Tensor:
     if kernel_ok("gelu_gate", h.device, h.dtype):
-        from sdkernels.kernels.gelu_gate import gelu_gate as kernel
-
-        return kernel(h)
+        return gate_kernels.gelu_gate(h)
     return reference.gelu_gate(h)
 
 
@@ -98,10 +122,18 @@ def _(h):
 
 def gelu_gate(h: Tensor) -> Tensor:
     """value · gelu(gate) for h = cat([value, gate], -1) of shape (..., 2*inner): one elementwise pass."""
+    call = remembered(_direct_gelu_gate, _gate_signature, h)
+    if call is not None and run_directly(h):
+        return call(h)
     check_float_tensors("gelu_gate", h=h)
     check(h.dim() >= 1, "gelu_gate", lambda: f"h must be (..., 2*inner), got shape {tuple(h.shape)}")
     check(h.shape[-1] % 2 == 0, "gelu_gate", lambda: f"last dim of h ({h.shape[-1]}) must be even (value, gate)")
     if run_directly(h):
+        if may_remember(h.device, h.dtype):
+            call = gate_kernels.gelu_gate_call(h)
+            if call is not None:
+                _direct_gelu_gate[_gate_signature(h)] = call
+                return call(h)
         return _gelu_gate_impl(h)
     return torch.ops.sdkernels.gelu_gate(h)
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import torch
 
 from sdkernels import reference
+from sdkernels.kernels import group_norm as kernels
+from sdkernels.kernels._launch import signature_cache
 from sdkernels.ops._common import (
     Tensor,
     check,
     check_float_tensors,
     check_same_device,
     kernel_ok,
+    may_remember,
     register_reference_backward,
+    remembered,
     run_directly,
 )
 
@@ -48,10 +52,22 @@ def _group_norm_silu_impl(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
 ) -> Tensor:
     if kernel_ok("group_norm_silu", x.device, x.dtype):
-        from sdkernels.kernels.group_norm import group_norm_silu as kernel
-
-        return kernel(x, num_groups, weight, bias, eps, silu, add)
+        return kernels.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
     return reference.group_norm_silu(x, num_groups, weight, bias, eps, silu, add)
+
+
+# Checked eager calls by signature: a repeat skips the checks and plans (sdkernels/kernels/_direct.py).
+_direct_calls: dict[tuple, kernels.GroupNormCall] = signature_cache()
+
+
+def _signature(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> tuple:
+    def of(t: Tensor | None) -> tuple | None:
+        return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+    return (x.shape, x.stride(), x.dtype, x.device, num_groups, of(weight), of(bias), of(add), eps, silu,
+            kernels.policy())  # fmt: skip
 
 
 @torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
@@ -82,8 +98,16 @@ def group_norm_silu(
     memory format. weight/bias: (C,) or None. add: (N, C) or None, added before the statistics (ResnetBlock2D's
     temb). `silu=False` gives plain GroupNorm.
     """
+    call = remembered(_direct_calls, _signature, x, num_groups, weight, bias, eps, silu, add)
+    if call is not None and run_directly(x, weight, bias, add):
+        return call(x, weight, bias, add)
     _check_group_norm(x, num_groups, weight, bias, add)
     if run_directly(x, weight, bias, add):  # eager inference: skip the dispatcher, same implementation
+        if may_remember(x.device, x.dtype) and type(num_groups) is int:
+            call = kernels.group_norm_call(x, num_groups, weight, bias, float(eps), bool(silu), add)
+            if call is not None:
+                _direct_calls[_signature(x, num_groups, weight, bias, eps, silu, add)] = call
+                return call(x, weight, bias, add)
         return _group_norm_silu_impl(x, num_groups, weight, bias, float(eps), bool(silu), add)
     return torch.ops.sdkernels.group_norm_silu(x, num_groups, weight, bias, float(eps), bool(silu), add)
 

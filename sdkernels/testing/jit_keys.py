@@ -78,9 +78,11 @@ def main() -> None:
     try:
         from sdkernels.kernels import gelu_gate as gg
         from sdkernels.kernels import group_norm_kernels as gnk
+        from sdkernels.kernels import group_norm_split_kernels as gns
         from sdkernels.kernels._tuning import jit_fn
 
-        for kernel in (gg._gelu_gate_kernel, *(getattr(gnk, n) for n in dir(gnk) if n.startswith("group_norm_"))):
+        gn_kernels = [getattr(m, n) for m in (gnk, gns) for n in dir(m) if n.startswith("group_norm_")]
+        for kernel in (gg._gelu_gate_kernel, *gn_kernels):
             if isinstance(jit_fn(kernel), triton.runtime.JITFunction):
                 fn = jit_fn(kernel)
                 fn.device_caches[0]  # builds the binder, and sets fn.compile = triton.compile ...

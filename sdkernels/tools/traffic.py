@@ -35,6 +35,7 @@ from sdkernels.kernels import attention_configs
 from sdkernels.kernels import geglu as geglu_kernel
 from sdkernels.kernels import group_norm as gn_kernel
 from sdkernels.kernels import group_norm_kernels as gn_jit
+from sdkernels.kernels import group_norm_split_kernels as gn_split_jit
 from sdkernels.tools import sd_shapes
 
 ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
@@ -121,7 +122,7 @@ def group_norm_bytes(
         )
         pivots = n_groups
     else:
-        cfg = kernel_config(gn_jit.group_norm_apply_kernel, args)
+        cfg = kernel_config(gn_split_jit.group_norm_apply_kernel, args)
         chunks = triton.cdiv(spatial, chunk)
         passes, programs = 2, n_groups * chunks
         path = (
