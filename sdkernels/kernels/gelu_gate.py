@@ -39,8 +39,8 @@ def rows_view(t: Tensor, op: str, name: str) -> Tensor:
 # per element). fp32 outputs: Numerical Recipes' Chebyshev fit (erfcc), t = 1 / (1 + z/2) by fp32 division, P of
 # degree 9, relative error < 1.2e-7 for every z. fp16/bf16 outputs (FAST): t = (1 + 0.8·z + 0.24033·z²)^(-1/2), one
 # MUFU reciprocal square root (fp32 division is ~8 instructions: range checks and scalings around MUFU.RCP), and
-# our minimax P of degree 6 for that t (fitted to mpmath's erfc over t in (0, 1]: relative error < 6.6e-7; evaluated
-# in fp32 ≤ 1e-6 for |g| < 2 and 2e-6 for |g| < 4, where NR's is 5e-7 / 1.6e-6: the rounding of the exp2 argument
+# our minimax P of degree 6 for that t (fitted to mpmath's erfc over t in (0, 1]: relative error < 6.6e-7; an fp32
+# simulation: ≤ 1e-6 for |g| < 2 and 2e-6 for |g| < 4, where NR's is 5e-7 / 1.6e-6: the rounding of the exp2 argument
 # dominates further out in both). 1e-6 is ~1/500 of an fp16 output's rounding (2^-11 relative), less of bf16's.
 # P's coefficients are pre-multiplied by log2(e) for exp2; the constant term also carries the 0.5 (2^-1).
 _LOG2E = 1.4426950408889634
