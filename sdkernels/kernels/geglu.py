@@ -111,10 +111,11 @@ def _geglu_kernel(
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * stride_wk
 
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + w_rows).to(tl.float32)[None, :]
+    if HAS_BIAS:  # b[n + j] and b[N + n + j], interleaved as the W rows; masked, not wrapped (no modulo per element)
+        pair_cols = pid_n * BLOCK_N + pair // 2
+        acc += tl.load(b_ptr + pair_cols + (pair % 2) * N, mask=pair_cols < N, other=0.0).to(tl.float32)[None, :]
     value, gate = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N, 2)))
-    out = value * gelu_erf(gate)
+    out = value * gelu_erf(gate, FAST=out_ptr.dtype.element_ty != tl.float32)
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -154,6 +155,11 @@ _plans: dict[tuple, Plan] = {}
 _calls: dict[tuple, RowsGemmCall | None] = {}
 
 
+# GEGLU's K (the block's channels) in SD1.5 (320/640/1280) and SDXL (640/1280): the compile report gives each build's
+# whole-program instruction count per warp at these K (loop body × K/BLOCK_K + the rest) and the epilogue's share.
+SD_GEGLU_K = (320, 640, 1280)
+
+
 def aot_specs() -> list[AotSpec]:
     """Every shipped config, specialised as the JIT does for SD's GEGLU (aligned pointers; dim, inner and row
     strides divisible by 16; contiguous weight, so stride_wk == 1); M (tokens) is left unspecialised.
@@ -180,6 +186,7 @@ def aot_specs() -> list[AotSpec]:
                 divisible_by_16=("x_ptr", "w_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_om"),
                 equal_to_1=("stride_wk",),
                 archs=archs,
+                notes={"k_step": tiles["BLOCK_K"], "run_k": SD_GEGLU_K},
             )
         )
     return specs

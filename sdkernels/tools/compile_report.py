@@ -185,6 +185,21 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def whole_run_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per build with a `whole_run` (GEGLU at SD's K): instructions per warp over one program, and the epilogue's
+    share: loop body × trips + the rest of the kernel."""
+    lines = []
+    for row in rows:
+        for k, run in row.get("whole_run", {}).items():
+            loop = row["loop_mix"]["total"]
+            lines.append(
+                f"whole run {row['kernel']}/{row['variant']} sm_{row['arch']} K={k}: {loop} x {run['trips']} + "
+                f"{row['kernel_mix']['total'] - loop} = {run['total']} per warp, epilogue {run['epilogue']} "
+                f"({100 * run['epilogue_share']:.1f}%)"
+            )
+    return lines
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sdkernels compile-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print machine-readable rows")
@@ -213,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ok": not (failing or errors), "rows": rows, "notes": notes, "errors": errors}, indent=1))
     else:
         print(format_table(rows))
+        for line in whole_run_lines(rows):
+            print(line)
         for note in notes:
             print(f"note: {note}")
     report = sys.stderr if args.json else sys.stdout

@@ -22,6 +22,7 @@ from typing import Any
 from sdkernels.kernels._tuning import AotSpec
 from sdkernels.tools.aot import AotResult, compile_spec, identity
 from sdkernels.tools.occupancy import LIMITS
+from sdkernels.tools.sass import whole_run
 from sdkernels.tools.triton_compat import accept_newer_launch_knobs
 
 accept_newer_launch_knobs()  # triton 3.6-3.8: see triton_compat.py (a no-op on 3.9)
@@ -55,7 +56,15 @@ def _row(spec: AotSpec, arch: int, use_cache: bool, cache_only: bool) -> dict[st
     except Exception as exc:  # a configuration that fails to build is a row of the report, not a crash
         limit = LIMITS[arch].shared_per_block if arch in LIMITS else 0
         result = AotResult(**identity(spec, arch), shared_limit=limit, error=f"{type(exc).__name__}: {exc}"[:2000])
-    return None if result is None else dataclasses.asdict(result)
+    if result is None:
+        return None
+    row = dataclasses.asdict(result)
+    if "run_k" in spec.notes and row["loop_mix"]:  # GEGLU: a whole program at SD's K (the loop runs K / BLOCK_K times)
+        row["whole_run"] = {
+            str(k): whole_run(row["loop_mix"], row["kernel_mix"], row["epilogue_mix"], -(-k // spec.notes["k_step"]))
+            for k in spec.notes["run_k"]
+        }
+    return row
 
 
 def _handle(request: dict[str, Any], specs_by_provider: dict[str, list[AotSpec] | str]) -> dict[str, Any]:

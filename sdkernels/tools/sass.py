@@ -159,3 +159,15 @@ def per_iteration(report: dict[str, object], inner_trips: int = 1) -> dict[str, 
     for key, count in inner.items():
         loop[key] = loop.get(key, 0) + (inner_trips - 1) * count
     return loop
+
+
+def whole_run(loop: dict[str, int], kernel: dict[str, int], epilogue: dict[str, int], trips: int) -> dict[str, float]:
+    """Instructions one warp issues over a whole program when the main loop runs `trips` times: the loop body ×
+    trips + the rest of the kernel (counted once), and the epilogue's (after the loop) share of that total."""
+    total = loop["total"] * trips + kernel["total"] - loop["total"]
+    return {
+        "trips": trips,
+        "total": total,
+        "epilogue": epilogue["total"],
+        "epilogue_share": round(epilogue["total"] / total, 4),
+    }

@@ -151,14 +151,15 @@ def geglu_bytes(
 ) -> dict[str, int]:
     """One program per (BLOCK_M, BLOCK_N) output tile reads BLOCK_M full rows of x (rows past M wrap around and
     are re-read) and the value and gate rows of W for its BLOCK_N columns: x is read once per column of programs,
-    W once per row of programs. Only the (M, inner) result is written."""
+    W once per row of programs, the bias (masked past inner, not wrapped) once per row of programs. Only the
+    (M, inner) result is written."""
     block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     programs_m, programs_n = triton.cdiv(rows, block_m), triton.cdiv(inner, block_n)
     programs = programs_m * programs_n
     return {
         "x": itemsize * programs * block_m * dim,
         "weight": itemsize * programs * 2 * block_n * dim,
-        "bias": itemsize * programs * 2 * block_n if bias else 0,
+        "bias": itemsize * programs_m * 2 * inner if bias else 0,
         "out": itemsize * rows * inner,
     }
 
