@@ -13,8 +13,8 @@ import triton
 import triton.language as tl
 
 from sdkernels.kernels._tuning import AotSpec
-from sdkernels.tools.occupancy import resident_ctas
 from sdkernels.tools.compile_report import DEFAULT_PROVIDERS, main
+from sdkernels.tools.occupancy import resident_ctas
 
 
 @triton.jit
