@@ -7,7 +7,8 @@ key. The first launch of each (device, alignment) goes through `fn[grid](...)` a
 returns is kept, and later launches call its launcher exactly as `JITFunction.run` does:
 `kernel.run(grid, stream, function, packed_metadata, launch_metadata, enter_hook, exit_hook, *all_arguments)`.
 Anything unusual (launch hooks set by a profiler, another current device, opt-in autotuning, a launch recorder
-that records) takes the ordinary path. Under a stub recorder (bench/bench_host.py) the same code runs against a
+that records) takes the ordinary path - as does every launch on triton 3.6, whose launch hooks are always set
+(empty hook chains). Under a stub recorder (bench/bench_host.py) the same code runs against a
 stand-in kernel; with `verify_direct` every direct launch is checked against Triton's own binder.
 """
 

@@ -141,15 +141,19 @@ def _binder(fn: Any, arch: int) -> tuple[Callable, Any, list]:
     return hit
 
 
+# The compilation knobs JITFunction.run adds to every launch's options: instrumentation_mode since triton 3.6,
+# fpsan_homomorphic_casts since 3.9 (a knob the installed release lacks is one its JIT does not pass).
+_RUN_KNOBS = tuple(
+    name for name in ("instrumentation_mode", "fpsan_homomorphic_casts") if hasattr(triton.knobs.compilation, name)
+)
+
+
 def launch_options(num_warps: int, num_stages: int) -> dict[str, Any]:
     """The options JITFunction.run adds to a launch, so a recorded compile's options equal a real launch's."""
-    return {
-        "num_warps": num_warps,
-        "num_stages": num_stages,
-        "debug": bool(triton.knobs.runtime.debug),
-        "instrumentation_mode": triton.knobs.compilation.instrumentation_mode,
-        "fpsan_homomorphic_casts": triton.knobs.compilation.fpsan_homomorphic_casts,
-    }
+    options = {"num_warps": num_warps, "num_stages": num_stages, "debug": bool(triton.knobs.runtime.debug)}
+    for name in _RUN_KNOBS:
+        options[name] = getattr(triton.knobs.compilation, name)
+    return options
 
 
 class LaunchRecorder:
