@@ -63,11 +63,10 @@ _direct_calls: dict[tuple, kernels.GroupNormCall] = signature_cache()
 def _signature(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
 ) -> tuple:
-    def of(t: Tensor | None) -> tuple | None:
-        return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
-
-    return (x.shape, x.stride(), x.dtype, x.device, num_groups, of(weight), of(bias), of(add), eps, silu,
-            kernels.policy())  # fmt: skip
+    return (x.shape, x.stride(), x.dtype, x.device, num_groups, eps, silu, kernels.policy(),
+            None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.device),
+            None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device),
+            None if add is None else (add.shape, add.stride(), add.dtype, add.device))  # fmt: skip
 
 
 @torch.library.custom_op("sdkernels::group_norm_silu", mutates_args=())
