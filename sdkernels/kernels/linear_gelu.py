@@ -18,6 +18,7 @@ import triton.language as tl
 from sdkernels.kernels import arch
 from sdkernels.kernels._rows_gemm import RowsGemmCall, rows_gemm, rows_gemm_call
 from sdkernels.kernels._tuning import AotSpec, Plan, autotune, first_config_plan, jit_fn
+from sdkernels.kernels.gemm_tiles import grouped_tile
 
 Tensor = torch.Tensor
 
@@ -65,15 +66,7 @@ def _linear_gelu_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    # Grouped ordering: GROUP_M row tiles sweep the columns together, so W tiles are reused from L2.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)  # W tiles reused from L2
 
     # Rows/columns past M/N wrap around (modulo) so the K loop loads in bounds without M/N masks; the store masks.
     offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
