@@ -76,6 +76,26 @@ def test_direct_calls_do_not_outlive_the_recorder() -> None:
     torch.testing.assert_close(ops.attention(q, q, q).double(), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_cached_calls_keep_no_input_alive() -> None:
+    """A call cached per signature must not hold its first inputs (an SDXL VAE activation is 256 MB)."""
+    import gc
+    import weakref
+
+    with torch.no_grad(), LaunchRecorder(90, stub=True):
+        inputs = [_offset((2, 320, 8, 8), 0), _offset((2, 64, 320), 0), _offset((2, 64, 2560), 0)]
+        inputs.append(_offset((2, 16, 1536), 0))
+        weight, up, mod = _offset((320,), 0), _offset((2560, 320), 0), _offset((2, 1536), 0)
+        ops.group_norm_silu(inputs[0], 32, weight, weight)
+        ops.geglu(inputs[1], up)
+        ops.gelu_gate(inputs[2])
+        ops.attention(*(inputs[1].view(2, 64, 8, 40).transpose(1, 2),) * 3)
+        ops.ada_layer_norm(inputs[3], mod, mod)
+        refs = [weakref.ref(t) for t in inputs]
+        del inputs
+        gc.collect()
+        assert all(ref() is None for ref in refs)
+
+
 def test_switching_autotune_forgets_direct_calls() -> None:
     with torch.no_grad(), LaunchRecorder(90, stub=True):
         q = torch.randn(1, 8, 16, 40, dtype=FP16)

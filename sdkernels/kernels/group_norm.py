@@ -122,8 +122,11 @@ class GroupNormCall:
         steps = []
         for plan, grid, template in launches.steps:
             slots = tuple((i, int(a)) for i, a in enumerate(template) if type(a) is _Slot)
-            args = [x if type(a) is _Slot else a for a in template]
-            steps.append((LaunchSite(plan, grid, args, _tuned_grid(plan, grid, batch, groups)), list(args), slots))
+            site = LaunchSite(
+                plan, grid, [x if type(a) is _Slot else a for a in template], _tuned_grid(plan, grid, batch, groups)
+            )
+            # the kept template holds no tensor: a cached call must not keep its first input alive
+            steps.append((site, [None if type(a) is _Slot else a for a in template], slots))
         self.steps = tuple(steps)
 
     def __call__(
