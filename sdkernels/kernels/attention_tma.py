@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import poison
+from sdkernels.kernels._launch import launch
 from sdkernels.kernels._tuning import AotSpec, aot_signature
 from sdkernels.kernels.attention_tiles import program_bases, softmax_step, store_rows
 
@@ -163,26 +164,14 @@ def attention_tma(
     block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     grid = (batch * heads * -(-lq // block_m),)
 
-    def launch() -> None:
+    def launch_with_scratch_allocator() -> None:
         if q.device.type == "cuda":  # the interpreter builds its descriptors on the host and allocates nothing
             triton.set_allocator(_scratch_allocator(q.device))  # a ContextVar: set only in this copied context
-        attention_tma_kernel[grid](
-            *tensors,
-            *strides,
-            heads,
-            lq,
-            lk,
-            scale * _LOG2E,
-            HEAD_DIM=head_dim,
-            STRIDE_UNIT=8,
-            EVEN_N=lk % block_n == 0,
-            BLOCK_M=block_m,
-            BLOCK_N=block_n,
-            num_warps=config.num_warps,
-            num_stages=config.num_stages,
-        )
+        constexprs = {"HEAD_DIM": head_dim, "STRIDE_UNIT": 8, "EVEN_N": lk % block_n == 0, **config.kwargs}
+        args = (*tensors, *strides, heads, lq, lk, scale * _LOG2E)
+        launch(attention_tma_kernel, grid, args, constexprs, config.num_warps, config.num_stages, q.device)
 
-    contextvars.copy_context().run(launch)
+    contextvars.copy_context().run(launch_with_scratch_allocator)
     return out
 
 
