@@ -77,10 +77,17 @@ def remembered(cache: dict, signature: Callable[..., tuple], *args: object) -> A
         return None
 
 
-def may_remember(device: torch.device, dtype: torch.dtype) -> bool:
-    """After an eager call passed its checks: may the op remember it as a direct call for its signature (a kernel
-    dtype, on a GPU with the default configs, or under a stub recorder; see sdkernels/kernels/_direct.py)."""
-    return dtype in KERNEL_DTYPES and direct_allowed(device)
+def remember(cache: dict, signature: Callable[..., tuple], args: tuple, make: Callable[[], Any]) -> Any:
+    """After an eager call passed its checks: the direct call `make()` builds for it (None when it has none), kept in
+    `cache` under `signature(*args)` for `remembered`. Only for a kernel dtype on a GPU with the default configs, or
+    under a stub recorder (sdkernels/kernels/_direct.py); `args[0]` is the tensor whose device and dtype decide."""
+    first = args[0]
+    if first.dtype not in KERNEL_DTYPES or not direct_allowed(first.device):
+        return None
+    call = make()
+    if call is not None:
+        cache[signature(*args)] = call
+    return call
 
 
 def kernel_ok(op: str, device: torch.device, dtype: torch.dtype) -> bool:

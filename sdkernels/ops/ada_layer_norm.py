@@ -15,8 +15,8 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
-    may_remember,
     register_reference_backward,
+    remember,
     remembered,
     run_directly,
 )
@@ -76,16 +76,11 @@ def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-6) -
         return call(x, scale, shift)
     _check(x, scale, shift, eps)
     if run_directly(x, scale, shift):  # eager inference: skip the dispatcher, same implementation
-        if (
-            may_remember(x.device, x.dtype)
-            and x.shape[-1] <= kernels.MAX_DIM
-            and scale.stride(-1) == 1 == shift.stride(-1)
-        ):
-            call = kernels.ada_layer_norm_call(x, scale, shift, float(eps))
-            if call is not None:
-                _direct_calls[_signature(x, scale, shift, eps)] = call
-                return call(x, scale, shift)
-        return _ada_layer_norm_impl(x, scale, shift, float(eps))
+        call = None
+        if x.shape[-1] <= kernels.MAX_DIM and scale.stride(-1) == 1 == shift.stride(-1):  # else: a copy or reference
+            make = lambda: kernels.ada_layer_norm_call(x, scale, shift, float(eps))  # noqa: E731
+            call = remember(_direct_calls, _signature, (x, scale, shift, eps), make)
+        return _ada_layer_norm_impl(x, scale, shift, float(eps)) if call is None else call(x, scale, shift)
     return torch.ops.sdkernels.ada_layer_norm(x, scale, shift, float(eps))
 
 

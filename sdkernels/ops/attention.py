@@ -17,8 +17,8 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
-    may_remember,
     register_reference_backward,
+    remember,
     remembered,
     run_directly,
 )
@@ -110,12 +110,11 @@ def attention(
     if attn_bias is not None and attn_bias.dim() < 4:
         attn_bias = attn_bias.reshape((1,) * (4 - attn_bias.dim()) + tuple(attn_bias.shape))
     if run_directly(q, k, v, attn_bias):  # eager inference: skip the dispatcher, same implementation
-        if attn_bias is None and may_remember(q.device, q.dtype) and attention_kernel_problem(q, None) is None:
-            call = kernels.attention_call(q, k, v, scale, None)
-            if call is not None:
-                _direct_calls[_signature(q, k, v, given_scale)] = call
-                return call(q, k, v, None)
-        return _attention_impl(q, k, v, scale, attn_bias)
+        call = None
+        if attn_bias is None and attention_kernel_problem(q, None) is None:
+            make = lambda: kernels.attention_call(q, k, v, scale, None)  # noqa: E731
+            call = remember(_direct_calls, _signature, (q, k, v, given_scale), make)
+        return _attention_impl(q, k, v, scale, attn_bias) if call is None else call(q, k, v, None)
     return torch.ops.sdkernels.attention(q, k, v, scale, attn_bias)
 
 

@@ -16,8 +16,8 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
-    may_remember,
     register_reference_backward,
+    remember,
     remembered,
     run_directly,
 )
@@ -96,12 +96,9 @@ def geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return call(x, weight, bias)
     _check_geglu(x, weight, bias)
     if run_directly(x, weight, bias):  # eager inference: skip the dispatcher, same implementation
-        if may_remember(x.device, x.dtype):
-            call = geglu_kernels.geglu_call(x, weight, bias)
-            if call is not None:
-                _direct_geglu[_geglu_signature(x, weight, bias)] = call
-                return call(x, weight, bias)
-        return _geglu_impl(x, weight, bias)
+        make = lambda: geglu_kernels.geglu_call(x, weight, bias)  # noqa: E731
+        call = remember(_direct_geglu, _geglu_signature, (x, weight, bias), make)
+        return _geglu_impl(x, weight, bias) if call is None else call(x, weight, bias)
     return torch.ops.sdkernels.geglu(x, weight, bias)
 
 
@@ -130,12 +127,8 @@ def gelu_gate(h: Tensor) -> Tensor:
     check(h.dim() >= 1, "gelu_gate", lambda: f"h must be (..., 2*inner), got shape {tuple(h.shape)}")
     check(h.shape[-1] % 2 == 0, "gelu_gate", lambda: f"last dim of h ({h.shape[-1]}) must be even (value, gate)")
     if run_directly(h):
-        if may_remember(h.device, h.dtype):
-            call = gate_kernels.gelu_gate_call(h)
-            if call is not None:
-                _direct_gelu_gate[_gate_signature(h)] = call
-                return call(h)
-        return _gelu_gate_impl(h)
+        call = remember(_direct_gelu_gate, _gate_signature, (h,), lambda: gate_kernels.gelu_gate_call(h))
+        return _gelu_gate_impl(h) if call is None else call(h)
     return torch.ops.sdkernels.gelu_gate(h)
 
 

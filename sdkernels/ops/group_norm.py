@@ -13,8 +13,8 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
-    may_remember,
     register_reference_backward,
+    remember,
     remembered,
     run_directly,
 )
@@ -102,11 +102,12 @@ def group_norm_silu(
         return call(x, weight, bias, add)
     _check_group_norm(x, num_groups, weight, bias, add)
     if run_directly(x, weight, bias, add):  # eager inference: skip the dispatcher, same implementation
-        if may_remember(x.device, x.dtype) and type(num_groups) is int:
-            call = kernels.group_norm_call(x, num_groups, weight, bias, float(eps), bool(silu), add)
-            if call is not None:
-                _direct_calls[_signature(x, num_groups, weight, bias, eps, silu, add)] = call
-                return call(x, weight, bias, add)
+        call = None
+        if type(num_groups) is int:
+            make = lambda: kernels.group_norm_call(x, num_groups, weight, bias, float(eps), bool(silu), add)  # noqa: E731
+            call = remember(_direct_calls, _signature, (x, num_groups, weight, bias, eps, silu, add), make)
+        if call is not None:
+            return call(x, weight, bias, add)
         return _group_norm_silu_impl(x, num_groups, weight, bias, float(eps), bool(silu), add)
     return torch.ops.sdkernels.group_norm_silu(x, num_groups, weight, bias, float(eps), bool(silu), add)
 

@@ -15,8 +15,8 @@ from sdkernels.ops._common import (
     check_float_tensors,
     check_same_device,
     kernel_ok,
-    may_remember,
     register_reference_backward,
+    remember,
     remembered,
     run_directly,
 )
@@ -89,12 +89,9 @@ def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None = None, approxima
         return call(x, weight, bias)
     _check(x, weight, bias, approximate)
     if run_directly(x, weight, bias):  # eager inference: skip the dispatcher, same implementation
-        if may_remember(x.device, x.dtype):
-            call = kernels.linear_gelu_call(x, weight, bias, approximate)
-            if call is not None:
-                _direct_calls[_signature(x, weight, bias, approximate)] = call
-                return call(x, weight, bias)
-        return _linear_gelu_impl(x, weight, bias, approximate)
+        make = lambda: kernels.linear_gelu_call(x, weight, bias, approximate)  # noqa: E731
+        call = remember(_direct_calls, _signature, (x, weight, bias, approximate), make)
+        return _linear_gelu_impl(x, weight, bias, approximate) if call is None else call(x, weight, bias)
     return torch.ops.sdkernels.linear_gelu(x, weight, bias, approximate)
 
 
