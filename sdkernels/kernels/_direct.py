@@ -107,6 +107,18 @@ class LaunchSite:
         return launch_plan(self.plan, self.grid, args, device, self.tuned_grid)
 
 
+_MISSING: Any = object()
+
+
+def cached(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
+    """`cache[key]`, made by `make()` the first time. A None made is kept too: a signature that has no call object
+    (its inputs need a copy first) is not examined again."""
+    value = cache.get(key, _MISSING)
+    if value is _MISSING:
+        value = cache[key] = make()
+    return value
+
+
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
     """The strides of a contiguous tensor of `shape`."""
     strides, step = [], 1

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._direct import LaunchSite, cached, contiguous_strides, empty_output
 from sdkernels.kernels._tuning import Plan
 from sdkernels.kernels.gelu_gate import rows_view
 
@@ -44,9 +44,6 @@ class RowsGemmCall:
         return out
 
 
-_MISSING: object = object()
-
-
 def rows_gemm_call(
     calls: dict, x: Tensor, weight: Tensor, bias: Tensor | None, n_out: int, plan_for: PlanFor, options: tuple = ()
 ) -> RowsGemmCall | None:
@@ -54,10 +51,7 @@ def rows_gemm_call(
     view with unit last stride, the bias is strided, or the output is empty."""
     key = (x.shape, x.stride(), weight.shape, weight.stride(), None if bias is None else bias.stride(), x.dtype)
     key += options
-    call = calls.get(key, _MISSING)
-    if call is _MISSING:
-        call = calls[key] = _make_call(x, weight, bias, n_out, plan_for)
-    return call  # type: ignore[return-value]
+    return cached(calls, key, lambda: _make_call(x, weight, bias, n_out, plan_for))
 
 
 def _make_call(x: Tensor, weight: Tensor, bias: Tensor | None, n_out: int, plan_for: PlanFor) -> RowsGemmCall | None:

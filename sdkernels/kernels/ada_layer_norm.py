@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._direct import LaunchSite, cached, contiguous_strides, empty_output
 from sdkernels.kernels._tuning import AotSpec, Plan, jit_fn
 
 Tensor = torch.Tensor
@@ -102,11 +102,10 @@ _calls: dict[tuple, AdaLayerNormCall | None] = {}
 
 def ada_layer_norm_call(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> AdaLayerNormCall | None:
     """The cached call for this signature, or None when x must be copied first (strided rows) or is empty."""
+    if x.numel() == 0 or x.stride(2) != 1:
+        return None
     key = (x.shape, x.stride(), scale.stride(), shift.stride(), x.dtype, eps)
-    call = _calls.get(key)
-    if call is None and x.numel() > 0 and x.stride(2) == 1:
-        call = _calls[key] = AdaLayerNormCall(x, scale, shift, eps)
-    return call
+    return cached(_calls, key, lambda: AdaLayerNormCall(x, scale, shift, eps))
 
 
 def ada_layer_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from sdkernels.kernels._direct import LaunchSite, empty_output
+from sdkernels.kernels._direct import LaunchSite, cached, empty_output
 from sdkernels.kernels._tuning import AotSpec, Plan, first_config_plan, jit_fn
 from sdkernels.kernels.arch import arch_of
 from sdkernels.kernels.attention_configs import bias_kind, dot_precision, head_dim_pieces, uses_pieces_kernel
@@ -112,10 +112,7 @@ def attention_call(
         scale,
         arch_of(q.device),
     )
-    call = _calls.get(key)
-    if call is None:
-        call = _calls[key] = AttentionCall(q, k, v, scale, bias)
-    return call
+    return cached(_calls, key, lambda: AttentionCall(q, k, v, scale, bias))
 
 
 def attention(

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from sdkernels._dispatch import note_fallback
-from sdkernels.kernels._direct import LaunchSite, contiguous_strides, empty_output
+from sdkernels.kernels._direct import LaunchSite, cached, contiguous_strides, empty_output
 from sdkernels.kernels._tuning import AotSpec, Plan, aot_signature, autotune, first_config_plan, jit_fn
 
 Tensor = torch.Tensor
@@ -171,17 +171,12 @@ class GeluGateCall:
 
 
 _calls: dict[tuple, GeluGateCall | None] = {}
-_MISSING: object = object()
 
 
 def gelu_gate_call(h: Tensor) -> GeluGateCall | None:
     """The cached call for this signature, or None when h has no (rows, 2*inner) view with unit last stride or the
     output is empty (then `gelu_gate` copies or returns early)."""
-    key = (h.shape, h.stride(), h.dtype)
-    call = _calls.get(key, _MISSING)
-    if call is _MISSING:
-        call = _calls[key] = _make_call(h)
-    return call  # type: ignore[return-value]
+    return cached(_calls, (h.shape, h.stride(), h.dtype), lambda: _make_call(h))
 
 
 def _make_call(h: Tensor) -> GeluGateCall | None:

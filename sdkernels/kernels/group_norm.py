@@ -24,7 +24,7 @@ import torch
 
 from sdkernels import reference
 from sdkernels._dispatch import note_fallback, poison
-from sdkernels.kernels._direct import LaunchSite
+from sdkernels.kernels._direct import LaunchSite, cached
 from sdkernels.kernels._launch import runtime_arg_names
 from sdkernels.kernels._tuning import Plan, first_config_plan
 from sdkernels.kernels.arch import recorded_arch, sm_count
@@ -185,11 +185,14 @@ def group_norm_call(
         recorded_arch(),
         policy(),
     )
-    call = _cache.get(key, _MISSING)
-    if call is _MISSING:
-        launches = _prepare(x, num_groups, weight, bias, eps, silu, add)
-        call = _cache[key] = None if launches is None else GroupNormCall(launches, x, x.shape[0], num_groups)
-    return call
+    return cached(_cache, key, lambda: _make_call(x, num_groups, weight, bias, eps, silu, add))
+
+
+def _make_call(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool, add: Tensor | None
+) -> GroupNormCall | None:
+    launches = _prepare(x, num_groups, weight, bias, eps, silu, add)
+    return None if launches is None else GroupNormCall(launches, x, x.shape[0], num_groups)
 
 
 def group_norm_silu(
@@ -211,9 +214,6 @@ def _tuned_grid(plan: Plan, grid: tuple[int, ...], batch: int, groups: int):
     if "GROUPS_PER_PROGRAM" not in plan.constexprs:
         return lambda meta: grid  # the split kernels' grid does not depend on the config
     return lambda meta: (batch * _cdiv(groups, meta["GROUPS_PER_PROGRAM"]),)
-
-
-_MISSING: Any = object()
 
 
 def _prepare(
